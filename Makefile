@@ -1,0 +1,41 @@
+# breakglass: `make demo` builds, verifies and inspects the example image;
+# `make test` installs what the tests use and runs lint, type-check and the suite.
+
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+BG      := $(VENV)/bin/breakglass
+SPEC    ?= images/example.yaml
+DIST    ?= dist
+
+.PHONY: demo test test-e2e lint tools bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+tools:
+	bash scripts/install-tools.sh
+
+demo: $(VENV)/.installed tools
+	@out=$$($(BG) build $(SPEC) --out $(DIST) --sign-key examples/keys/release --json | $(PY) -c 'import json,sys; print(json.load(sys.stdin)["image_dir"])') && \
+	$(BG) verify $$out --allowed-signers examples/keys/allowed_signers && \
+	$(BG) inspect $$out
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check builder tests bench
+	$(VENV)/bin/ruff format --check builder tests bench
+	$(VENV)/bin/mypy
+
+test: $(VENV)/.installed tools lint
+	$(VENV)/bin/pytest -q
+
+test-e2e: $(VENV)/.installed tools
+	$(VENV)/bin/pytest -q -m e2e
+
+bench: $(VENV)/.installed tools
+	for b in bench/*.py; do $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(DIST) .pytest_cache .mypy_cache .ruff_cache

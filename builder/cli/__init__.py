@@ -1,0 +1,56 @@
+"""The ``breakglass`` command line: one group per role, one module per group.
+
+This is the only place that turns a ``BreakglassError`` into an exit code.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from builder import __version__
+from builder.cli import approve, base, build, drill, host
+from builder.errors import BreakglassError
+
+REPORT_URL = "https://github.com/breakglass-dev/breakglass/issues"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="breakglass")
+def cli() -> None:
+    """Immutable images with sealed, quorum-unsealed, audited break-glass access."""
+
+
+build.register(cli)
+approve.register(cli)
+host.register(cli)
+drill.register(cli)
+base.register(cli)
+
+
+def main() -> None:
+    """Entry point: run the CLI; any error becomes one line on stderr and an exit code."""
+    try:
+        cli.main(standalone_mode=False)
+    except BreakglassError as e:
+        click.echo(f"breakglass: error: {e.message}", err=True)
+        if e.hint:
+            click.echo(f"hint: {e.hint}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("breakglass: error: aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as e:
+        click.echo(f"breakglass: error: {e.format_message()}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("breakglass: error: interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - the one place that must never print a traceback
+        click.echo(
+            f"breakglass: error: internal error ({type(e).__name__}); "
+            f"please report it at {REPORT_URL}",
+            err=True,
+        )
+        sys.exit(3)
