@@ -9,6 +9,7 @@ is always ASCII-armored so that it can sit in YAML, JSON and on paper.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ import pyrage
 from builder.errors import InputError, ToolMissing
 from builder.secret import Secret
 
-_SECRET_HRP = "age-secret-key-"
+_SECRET_HRP = "age-secret-key-"  # noqa: S105 - the bech32 prefix, not a secret
+_ARMOR_BEGIN = b"-----BEGIN AGE ENCRYPTED FILE-----"
 
 Recipient = Any  # a pyrage recipient object; pyrage ships no type information
 Identity = Any
@@ -39,11 +41,9 @@ def recipient_kind(text: str) -> str:
             raise InputError(f"malformed {kind} recipient ({_reason(e)})") from None
         return kind
     if text.startswith("age1"):
-        try:
+        with contextlib.suppress(Exception):
             pyrage.x25519.Recipient.from_str(text)
             return "x25519"
-        except Exception:
-            pass
         try:
             plugin = pyrage.plugin.Recipient.from_str(text)
         except Exception:
@@ -116,6 +116,11 @@ def decrypt(ciphertext: str | bytes, identities: Sequence[Identity], *, what: st
     if not identities:
         raise InputError("refusing to decrypt with no identities")
     data = ciphertext.encode("ascii", "replace") if isinstance(ciphertext, str) else ciphertext
+    # age accepts whitespace before an armored file (YAML and paper copies add it); rage
+    # does not, so drop it here rather than make every caller strip
+    stripped = data.lstrip(b" \t\r\n")
+    if stripped.startswith(_ARMOR_BEGIN):
+        data = stripped
     try:
         return Secret(pyrage.decrypt(data, list(identities)))
     except Exception as e:
@@ -174,7 +179,7 @@ def identity_from_secret(secret: Secret) -> Identity:
     raw = secret.reveal()
     if len(raw) != 32:
         raise InputError("recovered unseal key has the wrong length")
-    words = bech32.convertbits(list(raw), 8, 5, True)
+    words = bech32.convertbits(list(raw), 8, 5, True) or []
     text = bech32.bech32_encode(_SECRET_HRP, words).upper()
     return pyrage.x25519.Identity.from_str(text)
 
@@ -182,4 +187,6 @@ def identity_from_secret(secret: Secret) -> Identity:
 def _reason(e: BaseException) -> str:
     """A short, secret-free reason from a pyrage error."""
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return text[:160]
+    # rage words its errors as sentences; ours are lowercase without a trailing period
+    text = text[:160].rstrip(". ")
+    return text[:1].lower() + text[1:]

@@ -34,5 +34,5 @@ class Secret:
     def __hash__(self) -> int:
         return id(self)
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> str | tuple[object, ...]:
         raise TypeError("a Secret cannot be pickled")

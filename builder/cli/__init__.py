@@ -32,7 +32,7 @@ base.register(cli)
 def main() -> None:
     """Entry point: run the CLI; any error becomes one line on stderr and an exit code."""
     try:
-        cli.main(standalone_mode=False)
+        code = cli.main(standalone_mode=False)
     except BreakglassError as e:
         click.echo(f"breakglass: error: {e.message}", err=True)
         if e.hint:
@@ -47,10 +47,11 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("breakglass: error: interrupted", err=True)
         sys.exit(130)
-    except Exception as e:  # noqa: BLE001 - the one place that must never print a traceback
+    except Exception as e:
         click.echo(
             f"breakglass: error: internal error ({type(e).__name__}); "
             f"please report it at {REPORT_URL}",
             err=True,
         )
         sys.exit(3)
+    sys.exit(code if isinstance(code, int) else 0)

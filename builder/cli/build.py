@@ -1,9 +1,232 @@
-"""Release-path commands: keygen, lint, seal, build, verify, bump, inspect."""
+"""Release-path commands: keygen, lint, seal, build, verify, bump, inspect.
+
+Heavy modules are imported inside each command so host commands start fast.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
 import click
+
+from builder.errors import InputError
+
+SPEC = click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
+JSON = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+def emit(as_json: bool, data: dict[str, Any], text: str) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True) if as_json else text)
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+@click.command()
+@click.option("--name", required=True, help="The approver's name, as it will appear in specs.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Directory for the key files.",
+)
+@JSON
+def keygen(name: str, out: Path, as_json: bool) -> None:
+    """Create an approver's age identity and ssh-ed25519 signing key (files mode 0600)."""
+    from builder.keygen import keygen as make
+
+    keys = make(name, out, now())
+    emit(
+        as_json,
+        {
+            "name": keys.name,
+            "identity": str(keys.identity_path),
+            "signing_key": str(keys.signing_key_path),
+            "recipient": keys.recipient,
+            "signing_key_public": keys.signing_key,
+        },
+        f"# keep {keys.identity_path} and {keys.signing_key_path} offline; paste into the spec:\n"
+        + keys.spec_lines().rstrip(),
+    )
+
+
+@click.command()
+@SPEC
+@JSON
+def lint(spec: Path, as_json: bool) -> None:
+    """Validate a spec: schema, policy rules and every template."""
+    from builder.build import load_bundle
+    from builder.render import render_all
+    from builder.spec import load_spec
+
+    parsed = load_spec(spec)
+    bundle = None
+    notes = []
+    if parsed.sealed_path.exists():
+        bundle, _ = load_bundle(parsed)
+    else:
+        notes.append("not sealed yet")
+    rendered = render_all(parsed, bundle)
+    emit(
+        as_json,
+        {"spec": str(spec), "ok": True, "templates": len(rendered.files), "notes": notes},
+        f"{spec}: ok ({len(parsed.scopes)} scopes, {len(parsed.approvers)} approvers, "
+        f"{len(rendered.files)} templates)" + "".join(f"; {n}" for n in notes),
+    )
+
+
+@click.command()
+@SPEC
+@click.option(
+    "--rotate", is_flag=True, help="Replace an existing sealed bundle with fresh credentials."
+)
+@JSON
+def seal(spec: Path, rotate: bool, as_json: bool) -> None:
+    """Seal the spec's credentials: the only command that sees plaintext."""
+    from builder.render import render_all
+    from builder.seal import seal as do_seal
+    from builder.spec import load_spec
+
+    parsed = load_spec(spec)
+    render_all(parsed, None)  # a template error should stop us before new credentials exist
+    result = do_seal(parsed, now(), rotate=rotate)
+    emit(
+        as_json,
+        {
+            "bundle": str(result.bundle_path),
+            "enrolment": str(result.enrolment_path),
+            "scopes": [s.name for s in result.bundle.scopes],
+            "rotate_by": result.bundle.rotate_by,
+        },
+        f"sealed {len(result.bundle.scopes)} scopes -> {result.bundle_path}\n"
+        f"public parts for enrolment -> {result.enrolment_path}\n"
+        f"rotate by {result.bundle.rotate_by}",
+    )
+
+
+@click.command()
+@SPEC
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("dist"),
+    show_default=True,
+)
+@click.option(
+    "--sign-key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="OpenSSH private key (or .pub with the key in ssh-agent).",
+)
+@click.option("--backend", type=click.Choice(["oci", "packer"]), default="oci", show_default=True)
+@click.option("--tar", "with_tar", is_flag=True, help="Also write the layout as oci.tar.")
+@click.option("--dry-run", is_flag=True, help="Print the payload plan; write nothing.")
+@JSON
+def build(
+    spec: Path,
+    out: Path,
+    sign_key: Path | None,
+    backend: str,
+    with_tar: bool,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Build a signed, reproducible image from the spec and its sealed bundle (never decrypts)."""
+    from builder.build import build_oci, plan
+    from builder.spec import load_spec
+
+    parsed = load_spec(spec)
+    if backend == "packer":
+        from builder.cli.packer_backend import build_packer
+
+        build_packer(parsed, out, sign_key, as_json)
+        return
+    planned = plan(parsed)
+    if dry_run:
+        files = [{"path": f.path, "digest": f.digest, "mode": oct(f.mode)} for f in planned.files]
+        emit(
+            as_json,
+            {"files": files, "manifest_digest": planned.manifest_digest},
+            "\n".join(f"{f['mode']} {f['digest']} {f['path']}" for f in files),
+        )
+        return
+    result = build_oci(planned, out, sign_key)
+    if with_tar:
+        from builder.oci import export_tar
+
+        tar_path = result.image_dir / "oci.tar"
+        if not tar_path.exists():
+            export_tar(result.image_dir / "oci", tar_path, mtime=planned.source_date_epoch)
+    state = "built" if result.changed else "unchanged (identical content already built)"
+    emit(
+        as_json,
+        {
+            "image_dir": str(result.image_dir),
+            "image_digest": result.image_digest,
+            "manifest_digest": result.manifest_digest,
+            "signed": result.signed,
+            "changed": result.changed,
+        },
+        f"{state}: {parsed.name} {parsed.version} -> {result.image_dir}\n"
+        f"image {result.image_digest}\nmanifest {result.manifest_digest}"
+        + ("" if result.signed else "\nwarning: unsigned (pass --sign-key)"),
+    )
+
+
+@click.command()
+@click.argument("image_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--allowed-signers", required=True, type=click.Path(path_type=Path, dir_okay=False))
+@JSON
+def verify(image_dir: Path, allowed_signers: Path, as_json: bool) -> None:
+    """Check an image's signature, every blob and payload digest, the bundle and the policy."""
+    from builder.verify import verify_image
+
+    result = verify_image(image_dir, allowed_signers)
+    emit(
+        as_json,
+        {
+            "ok": True,
+            "signer": result.signer,
+            "image_digest": result.image_digest,
+            "manifest_digest": result.manifest.digest,
+            "files_checked": result.files_checked,
+        },
+        f"ok: {result.manifest.name} {result.manifest.version} signed by {result.signer}; "
+        f"{result.files_checked} payload files match",
+    )
+
+
+@click.command()
+@SPEC
+@click.option("--major", "part", flag_value="major")
+@click.option("--minor", "part", flag_value="minor")
+@click.option("--patch", "part", flag_value="patch", default=True)
+@JSON
+def bump(spec: Path, part: str, as_json: bool) -> None:
+    """Raise the spec's version (patch by default), keeping every other byte."""
+    from builder.bump import bump as do_bump
+
+    old, new = do_bump(spec, part)
+    emit(as_json, {"spec": str(spec), "old": old, "new": new}, f"{spec}: {old} -> {new}")
+
+
+@click.command()
+@click.argument("image_dir", type=click.Path(path_type=Path, file_okay=False))
+@JSON
+def inspect(image_dir: Path, as_json: bool) -> None:
+    """Show version, digest, scopes, approvers, thresholds, TTL caps and rotation dates."""
+    from builder.inspect import render_text, summary
+
+    if not image_dir.is_dir():
+        raise InputError("not a directory", where=str(image_dir))
+    info = summary(image_dir, now())
+    emit(as_json, info, render_text(info))
 
 
 def register(cli: click.Group) -> None:
     """Add this module's commands to the top-level group."""
+    for command in (keygen, lint, seal, build, verify, bump, inspect):
+        cli.add_command(command)

@@ -1,0 +1,235 @@
+"""Build: spec + templates + sealed bundle -> payload -> OCI layout -> signed manifest.
+
+Plan, then do. ``plan`` computes every payload file, its digest and the
+manifest in memory without touching the disk; ``build_oci`` packs and signs
+that plan and writes it in one rename. The build never decrypts anything:
+it reads the sealed bundle as ciphertext and renders templates with public
+data only. Same inputs and SOURCE_DATE_EPOCH give bit-identical output, and
+an existing version is never overwritten with different content.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from builder import __version__, canonical, sshsig
+from builder.bundle import SealedBundle
+from builder.errors import InputError
+from builder.fsio import fsync_dir
+from builder.manifest import compose
+from builder.payload import (
+    BUNDLE_PATH,
+    MANIFEST_PATH,
+    RUNTIME_DIR,
+    SSHD_DROPIN_PATH,
+    STATE_DIR,
+    SUDOERS_PATH,
+    SYSTEMD_DIR,
+    PayloadFile,
+)
+from builder.render import render_all
+from builder.seal import policy_digest
+from builder.spec import ImageSpec
+
+MANIFEST_NAME = "breakglass-manifest.json"
+SIGNATURE_NAME = "breakglass-manifest.json.sig"
+RUNTIME_DIRS = {RUNTIME_DIR: 0o700, STATE_DIR: 0o700}
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """Everything an image will hold, computed before anything is written."""
+
+    spec: ImageSpec
+    files: tuple[PayloadFile, ...]  # sorted, the manifest included
+    dirs: dict[str, int]
+    manifest: bytes
+    source_date_epoch: int
+    base: Path | None
+    base_tag: str | None
+
+    @property
+    def manifest_digest(self) -> str:
+        return canonical.digest(self.manifest)
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    image_dir: Path
+    manifest_digest: str
+    image_digest: str
+    signed: bool
+    changed: bool
+
+
+def load_bundle(spec: ImageSpec) -> tuple[SealedBundle, bytes]:
+    """Read the sealed bundle beside the spec and check it was sealed for this spec as it is now."""
+    path = spec.sealed_path
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(
+            "no sealed bundle for this spec",
+            where=str(path),
+            hint=f"run `breakglass seal {spec.path}`",
+        ) from None
+    bundle = SealedBundle.from_bytes(data, str(path))
+    if bundle.image != spec.name or bundle.policy_digest != policy_digest(spec):
+        raise InputError(
+            "sealed bundle is stale: approvers, policy, scopes or credentials changed since it was sealed",
+            where=str(path),
+            hint=f"re-seal with `breakglass seal --rotate {spec.path}`",
+        )
+    return bundle, data
+
+
+def source_date_epoch(bundle: SealedBundle) -> int:
+    """SOURCE_DATE_EPOCH if set, else the bundle's seal time: both come from committed inputs."""
+    env = os.environ.get("SOURCE_DATE_EPOCH")
+    if env is not None:
+        if not env.isdigit():
+            raise InputError(f"SOURCE_DATE_EPOCH must be a whole number of seconds, got {env!r}")
+        return int(env)
+    created = dt.datetime.strptime(bundle.created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    return int(created.timestamp())
+
+
+def plan(
+    spec: ImageSpec,
+    *,
+    backend: str = "oci",
+    artifacts: tuple[str, ...] = (),
+    extra_files: tuple[PayloadFile, ...] = (),
+) -> BuildPlan:
+    """Compute the payload and the manifest of ``spec``. Raises InputError; writes nothing."""
+    bundle, bundle_bytes = load_bundle(spec)
+    rendered = render_all(spec, bundle).files
+    system = {
+        "sshd": (SSHD_DROPIN_PATH, 0o644),
+        "sudoers": (SUDOERS_PATH, 0o440),
+        "expire_service": (f"{SYSTEMD_DIR}/breakglass-expire.service", 0o644),
+        "expire_timer": (f"{SYSTEMD_DIR}/breakglass-expire.timer", 0o644),
+    }
+    files = [PayloadFile(BUNDLE_PATH, bundle_bytes)]
+    for key, data in rendered.items():
+        path, mode = system.get(key, (key, 0o644))
+        files.append(PayloadFile(path, data, mode))
+    files.extend(extra_files)
+    files.sort()
+    base, base_tag = _base(spec)
+    epoch = source_date_epoch(bundle)
+    provenance: dict[str, Any] = {
+        "builder": f"breakglass {__version__}",
+        "backend": backend,
+        "source_date_epoch": epoch,
+        "spec_digest": canonical.digest(spec.path.read_bytes()),
+        "templates_digest": _tree_digest(spec.templates_dir),
+        "base": None if base is None else {"layout": base.name, "tag": base_tag},
+        "artifacts": list(artifacts),
+    }
+    manifest = canonical.dumps(compose(spec, bundle, tuple(files), provenance))
+    all_files = tuple(sorted([*files, PayloadFile(MANIFEST_PATH, manifest)]))
+    return BuildPlan(spec, all_files, dict(RUNTIME_DIRS), manifest, epoch, base, base_tag)
+
+
+def build_oci(plan: BuildPlan, out: Path, sign_key: Path | None) -> BuildResult:
+    """Pack, sign and write ``plan`` to ``OUT/NAME/VERSION/`` in one rename.
+
+    Identical content already there is a no-op; different content is refused
+    (versions are immutable). Raises InputError or StateError.
+    """
+    from builder import layer, oci
+
+    spec = plan.spec
+    packed = layer.pack(plan.files, source_date_epoch=plan.source_date_epoch, dirs=plan.dirs)
+    layout = oci.assemble(
+        packed,
+        tag=spec.version,
+        source_date_epoch=plan.source_date_epoch,
+        base=plan.base,
+        base_tag=plan.base_tag,
+        annotations={
+            "org.opencontainers.image.title": spec.name,
+            "org.opencontainers.image.version": spec.version,
+            "dev.breakglass.manifest.digest": plan.manifest_digest,
+        },
+    )
+    signature = (
+        sshsig.sign(plan.manifest, sign_key, sshsig.MANIFEST_NAMESPACE) if sign_key else None
+    )
+    outputs = {f"oci/{path}": data for path, data in layout.files.items()}
+    outputs[MANIFEST_NAME] = plan.manifest
+    if signature is not None:
+        outputs[SIGNATURE_NAME] = signature.encode("ascii")
+
+    image_dir = out / spec.name / spec.version
+    result = BuildResult(
+        image_dir, plan.manifest_digest, layout.manifest_digest, signature is not None, True
+    )
+    if image_dir.exists():
+        if _existing(image_dir) == outputs:
+            return BuildResult(**{**result.__dict__, "changed": False})
+        raise InputError(
+            f"version {spec.version} of {spec.name} already exists with different content",
+            where=str(image_dir),
+            hint=f"versions are immutable; run `breakglass bump {spec.path}`",
+        )
+    image_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{spec.version}.", dir=image_dir.parent))
+    try:
+        oci.write_layout(layout, staging / "oci")
+        for name in (MANIFEST_NAME, SIGNATURE_NAME):
+            if name in outputs:
+                _write_file(staging / name, outputs[name])
+        os.chmod(staging, 0o755)  # noqa: S103 - a published image is world-readable; it holds no secret
+        fsync_dir(staging)
+        os.rename(staging, image_dir)
+        fsync_dir(image_dir.parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return result
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(path, 0o644)
+
+
+def _existing(image_dir: Path) -> dict[str, bytes]:
+    return {p.relative_to(image_dir).as_posix(): p.read_bytes() for p in _walk(image_dir)}
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            yield path
+
+
+def _tree_digest(root: Path) -> str:
+    """One digest over every template file (path and content), so provenance pins them."""
+    entries = {
+        p.relative_to(root).as_posix(): canonical.digest(p.read_bytes()) for p in _walk(root)
+    }
+    return canonical.digest(canonical.dumps(entries))
+
+
+def _base(spec: ImageSpec) -> tuple[Path | None, str | None]:
+    if spec.base is None:
+        return None, None
+    text, _, tag = spec.base.partition(":")
+    path = (spec.path.parent / text).resolve()
+    if not (path / "index.json").is_file():
+        raise InputError("base image is not an OCI layout", where=str(path))
+    return path, tag or None

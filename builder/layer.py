@@ -1,0 +1,215 @@
+"""The payload layer: one gzip-compressed tar, bit-identical for the same payload.
+
+Everything that could vary between machines is pinned: entry order (directories,
+then files, each sorted by path components), owners (numeric, no names), modes
+(taken from the plan, never from a file on disk, so the umask does not matter),
+timestamps (the build's SOURCE_DATE_EPOCH) and the gzip header (no name, mtime 0,
+fixed level and OS byte).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import struct
+import tarfile
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from builder.canonical import digest
+from builder.errors import CheckFailed, InputError
+from builder.payload import PayloadFile
+
+DIR_MODE = 0o755
+GZIP_LEVEL = 9
+# magic, deflate, no flags, mtime 0, "maximum compression", OS unknown: the bytes Go and
+# Python write themselves, so the header does not depend on how zlib was compiled.
+_GZIP_HEADER = b"\x1f\x8b\x08\x00" + b"\x00\x00\x00\x00" + b"\x02\xff"
+_WHITEOUT_PREFIX = ".wh."
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A packed layer: the gzip blob, its digest, the digest of its tar (diff_id) and size."""
+
+    blob: bytes = field(repr=False)
+    digest: str
+    diff_id: str
+    size: int
+
+
+@dataclass(frozen=True)
+class LayerEntry:
+    """One entry read back from a layer. ``type`` is file, dir, symlink, hardlink or other."""
+
+    path: str
+    type: str
+    data: bytes = field(repr=False)
+    mode: int
+    uid: int
+    gid: int
+    linkname: str = ""
+
+
+def pack(
+    files: tuple[PayloadFile, ...],
+    *,
+    source_date_epoch: int,
+    dirs: Mapping[str, int] | None = None,
+) -> Layer:
+    """Pack ``files`` (and the explicit ``dirs``, path -> mode) into a deterministic layer.
+
+    Raises InputError for a path that is not a clean relative path, a duplicate path,
+    a file that is also a directory, an OCI whiteout name, or an out-of-range mode or owner.
+    """
+    if source_date_epoch < 0:
+        raise InputError(f"source date epoch must not be negative: {source_date_epoch}")
+    tar = _tar(files, dict(dirs or {}), source_date_epoch)
+    blob = _gzip(tar)
+    return Layer(blob=blob, digest=digest(blob), diff_id=digest(tar), size=len(blob))
+
+
+def read_layer(blob: bytes, *, name: str | None = None) -> dict[str, LayerEntry]:
+    """Return the entries of a gzip tar layer by path (no leading ``./`` or ``/``).
+
+    Raises CheckFailed naming the blob (``name``, or its digest) when the gzip stream or
+    the tar inside it is corrupt or truncated.
+    """
+    label = name or digest(blob)
+    try:
+        tar_bytes = _gunzip(blob)
+    except (OSError, EOFError, zlib.error) as e:
+        raise CheckFailed(f"layer {label} is not valid gzip: {_why(e)}") from None
+    entries: dict[str, LayerEntry] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:") as archive:
+            for member in archive:
+                path = _clean(member.name)
+                if not path:
+                    continue
+                data = b""
+                if member.isreg():
+                    extracted = archive.extractfile(member)
+                    data = extracted.read() if extracted else b""
+                    if len(data) != member.size:
+                        raise tarfile.ReadError("unexpected end of data")
+                entries[path] = LayerEntry(
+                    path=path,
+                    type=_kind(member),
+                    data=data,
+                    mode=member.mode & 0o7777,
+                    uid=member.uid,
+                    gid=member.gid,
+                    linkname=member.linkname,
+                )
+            # tarfile stops quietly at a bad or truncated header; a whole archive ends
+            # with two zero blocks exactly where iteration stopped.
+            end = archive.offset
+            if tar_bytes[end : end + 2 * tarfile.BLOCKSIZE] != bytes(2 * tarfile.BLOCKSIZE):
+                raise tarfile.ReadError(f"bad or truncated header at offset {end}")
+    except (tarfile.TarError, EOFError, ValueError) as e:
+        raise CheckFailed(f"layer {label} is not a valid tar: {_why(e)}") from None
+    return entries
+
+
+def _tar(files: tuple[PayloadFile, ...], dirs: dict[str, int], mtime: int) -> bytes:
+    by_path: dict[str, PayloadFile] = {}
+    for f in files:
+        path = _checked_path(f.path)
+        if path in by_path:
+            raise InputError(f"payload lists {path} twice")
+        _check_mode(path, f.mode)
+        if f.uid < 0 or f.gid < 0:
+            raise InputError(f"payload file {path} has a negative owner")
+        by_path[path] = f
+
+    dir_modes: dict[str, int] = {}
+    for raw, mode in dirs.items():
+        path = _checked_path(raw.rstrip("/"))
+        _check_mode(path, mode)
+        dir_modes[path] = mode
+    for path in [*by_path, *dir_modes]:
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            dir_modes.setdefault("/".join(parts[:i]), DIR_MODE)
+    clash = sorted(set(dir_modes) & set(by_path))
+    if clash:
+        raise InputError(f"payload path {clash[0]} is both a file and a directory")
+
+    out = io.BytesIO()
+    # PAX only adds a header for what USTAR cannot hold (long or non-ASCII names);
+    # those headers carry the name alone, so they are as deterministic as the entry.
+    with tarfile.open(fileobj=out, mode="w:", format=tarfile.PAX_FORMAT, encoding="utf-8") as t:
+        for path in sorted(dir_modes, key=_order):
+            info = _info(path, mtime, dir_modes[path], 0, 0)
+            info.type = tarfile.DIRTYPE
+            t.addfile(info)
+        for path in sorted(by_path, key=_order):
+            f = by_path[path]
+            info = _info(path, mtime, f.mode, f.uid, f.gid)
+            info.size = len(f.data)
+            t.addfile(info, io.BytesIO(f.data))
+    return out.getvalue()
+
+
+def _info(path: str, mtime: int, mode: int, uid: int, gid: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(path)
+    info.mtime = mtime
+    info.mode = mode
+    info.uid, info.gid = uid, gid
+    info.uname = info.gname = ""
+    return info
+
+
+def _gzip(data: bytes) -> bytes:
+    deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS, 9)
+    body = deflate.compress(data) + deflate.flush()
+    trailer = struct.pack("<LL", zlib.crc32(data), len(data) & 0xFFFFFFFF)
+    return _GZIP_HEADER + body + trailer
+
+
+def _gunzip(blob: bytes) -> bytes:
+    return gzip.decompress(blob)
+
+
+def _checked_path(path: str) -> str:
+    parts = path.split("/")
+    if path.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise InputError(f"payload path must be a clean relative path: {path!r}")
+    if any(p.startswith(_WHITEOUT_PREFIX) for p in parts):
+        raise InputError(f"payload path would be read as an oci whiteout: {path!r}")
+    return path
+
+
+def _check_mode(path: str, mode: int) -> None:
+    if not 0 <= mode <= 0o7777:
+        raise InputError(f"mode of {path} is out of range: {mode:#o}")
+
+
+def _order(path: str) -> tuple[str, ...]:
+    # Component order keeps every parent directly ahead of its children ("a-b" would
+    # otherwise sort between "a" and "a/b").
+    return tuple(path.split("/"))
+
+
+def _clean(name: str) -> str:
+    while name.startswith("./"):
+        name = name[2:]
+    return name.strip("/") if name != "." else ""
+
+
+def _kind(member: tarfile.TarInfo) -> str:
+    if member.isreg():
+        return "file"
+    if member.isdir():
+        return "dir"
+    if member.issym():
+        return "symlink"
+    if member.islnk():
+        return "hardlink"
+    return "other"
+
+
+def _why(e: BaseException) -> str:
+    return (str(e) or type(e).__name__).splitlines()[0].rstrip(".").lower()

@@ -1,0 +1,127 @@
+"""Render: Jinja2 templates into each agent's normal config, its dormant
+break-glass overlay, and the system drop-ins (sshd, sudoers, systemd).
+
+Templates come from repositories, so they run in Jinja's SandboxedEnvironment
+with StrictUndefined: a template cannot reach Python internals, and a missing
+variable is an error, never an empty string. Templates see public data only
+(names, public keys, runtime paths); the build never holds plaintext.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+
+from builder.bundle import SealedBundle
+from builder.errors import InputError
+from builder.payload import AGENTS_DIR, RUNTIME_DIR
+from builder.spec import ImageSpec
+
+SYSTEM_TEMPLATES = {
+    "sshd": "system/sshd-breakglass.conf.j2",
+    "sudoers": "system/sudoers-breakglass.j2",
+    "expire_service": "system/breakglass-expire.service.j2",
+    "expire_timer": "system/breakglass-expire.timer.j2",
+}
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """Every rendered text, keyed by its payload path."""
+
+    files: dict[str, bytes]
+
+
+def environment(templates_dir: Path) -> SandboxedEnvironment:
+    return SandboxedEnvironment(
+        loader=jinja2.FileSystemLoader(str(templates_dir)),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def context(spec: ImageSpec, bundle: SealedBundle | None) -> dict[str, Any]:
+    """The public facts every template may use. Without a bundle (``lint`` before ``seal``),
+    credentials have no public part yet."""
+    sealed = (
+        {}
+        if bundle is None
+        else {(s.name, c.name): c for s in bundle.scopes for c in s.credentials}
+    )
+    credentials = {}
+    for c in spec.credentials:
+        public = sealed.get((c.scope, c.name))
+        credentials[c.name] = {
+            "name": c.name,
+            "scope": c.scope,
+            "kind": c.kind,
+            "public": public.public if public else None,
+            "fingerprint": public.fingerprint if public else None,
+            "runtime_path": f"/{RUNTIME_DIR}/{c.scope}/{c.name}",
+        }
+    scopes = [
+        {
+            "name": s.name,
+            "description": s.description,
+            "max_ttl_seconds": s.max_ttl,
+            "emergency_user": s.emergency_user,
+            "sudo": list(s.sudo),
+        }
+        for s in spec.scopes
+    ]
+    return {
+        "image": {"name": spec.name, "version": spec.version, "description": spec.description},
+        "scopes": scopes,
+        "credentials": credentials,
+    }
+
+
+def render_all(spec: ImageSpec, bundle: SealedBundle | None) -> Rendered:
+    """Render every template of the image. Raises InputError naming the template, line and cause."""
+    env = environment(spec.templates_dir)
+    base = context(spec, bundle)
+    scopes = {s["name"]: s for s in base["scopes"]}
+    files: dict[str, bytes] = {}
+    for agent in spec.agents:
+        agent_context = {
+            **base,
+            "agent": {"name": agent.name, "scope": agent.scope, "config_name": agent.config_name},
+            "scope": scopes[agent.scope],
+            "vars": agent.vars,
+        }
+        for mode, template in (
+            ("normal", agent.normal_template),
+            ("breakglass", agent.breakglass_template),
+        ):
+            path = f"{AGENTS_DIR}/{agent.name}/{mode}/{agent.config_name}"
+            files[path] = _render(env, spec.templates_dir, template, agent_context)
+    for key, template in SYSTEM_TEMPLATES.items():
+        files[key] = _render(env, spec.templates_dir, template, base)
+    return Rendered(files)
+
+
+def _render(env: SandboxedEnvironment, root: Path, name: str, ctx: dict[str, Any]) -> bytes:
+    where = str(root / name)
+    try:
+        return env.get_template(name).render(ctx).encode("utf-8")
+    except jinja2.TemplateNotFound:
+        raise InputError("template not found", where=where) from None
+    except jinja2.TemplateSyntaxError as e:
+        raise InputError(
+            f"template syntax error: {e.message}", where=f"{where}:{e.lineno}"
+        ) from None
+    except jinja2.exceptions.SecurityError as e:
+        raise InputError(f"template tried to leave the sandbox ({e})", where=where) from None
+    except jinja2.UndefinedError as e:
+        raise InputError(
+            f"template uses an undefined variable ({e.message})", where=where
+        ) from None
+    except jinja2.TemplateError as e:
+        raise InputError(f"template error ({e.message})", where=where) from None

@@ -1,0 +1,497 @@
+"""The image spec (``images/NAME.yaml``): parsed strictly into frozen dataclasses.
+
+An ``ImageSpec`` that exists is valid: ``load`` checks types, unknown keys
+(suggesting the near miss), recipients, signing keys and the policy rules
+(two-person rule, thresholds, TTL caps, scopes without wildcards, rotation),
+and every error names ``file:line:col``.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from builder import agecrypt, duration
+from builder.errors import InputError
+from builder.yamlfile import Node, load, to_plain
+
+MAX_TTL_CAP = 24 * 3600
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+SEMVER_RE = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
+USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+SIGNING_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "sk-ssh-ed25519@openssh.com", "ecdsa-sha2-nistp256")
+GENERATED_KINDS = ("ssh-ed25519", "token", "password")
+SUPPLIED_KINDS = ("token", "password", "opaque")
+
+
+@dataclass(frozen=True)
+class Approver:
+    name: str
+    recipient: str
+    signing_key: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "recipient": self.recipient, "signing_key": self.signing_key}
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    threshold: int
+    members: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "threshold": self.threshold, "members": list(self.members)}
+
+
+@dataclass(frozen=True)
+class Policy:
+    group_threshold: int
+    groups: tuple[Group, ...]
+    allow_single_approver: bool
+    justification: str | None
+    max_ttl: int
+    request_lifetime: int
+    rotate_every: int
+    on_activate: tuple[str, ...] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "group_threshold": self.group_threshold,
+            "groups": [g.to_dict() for g in self.groups],
+            "allow_single_approver": self.allow_single_approver,
+            "justification": self.justification,
+            "max_ttl_seconds": self.max_ttl,
+            "request_lifetime_seconds": self.request_lifetime,
+            "rotate_every_seconds": self.rotate_every,
+            "on_activate": list(self.on_activate) if self.on_activate is not None else None,
+        }
+
+
+@dataclass(frozen=True)
+class Scope:
+    name: str
+    description: str
+    max_ttl: int
+    emergency_user: str | None
+    sudo: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Credential:
+    """Where a credential comes from: ``generate`` a kind, or read ``from_file`` / ``from_env``."""
+
+    name: str
+    scope: str
+    kind: str
+    generate: bool
+    from_file: str | None = None
+    from_env: str | None = None
+
+
+@dataclass(frozen=True)
+class Agent:
+    name: str
+    scope: str
+    config_name: str
+    normal_template: str
+    breakglass_template: str
+    vars: dict[str, Any] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    path: Path
+    name: str
+    version: str
+    description: str
+    base: str | None
+    templates_dir: Path
+    approvers: tuple[Approver, ...]
+    policy: Policy
+    scopes: tuple[Scope, ...]
+    credentials: tuple[Credential, ...]
+    agents: tuple[Agent, ...]
+    packer: dict[str, Any] | None = field(default=None, hash=False)
+
+    @property
+    def sealed_path(self) -> Path:
+        return self.path.with_name(f"{self.name}.sealed.yaml")
+
+    @property
+    def enrolment_path(self) -> Path:
+        return self.path.with_name(f"{self.name}.enrolment.json")
+
+    def scope(self, name: str) -> Scope:
+        for s in self.scopes:
+            if s.name == name:
+                return s
+        raise InputError(f"no scope named '{name}' in {self.path}")
+
+    def approver(self, name: str) -> Approver:
+        for a in self.approvers:
+            if a.name == name:
+                return a
+        raise InputError(f"no approver named '{name}' in {self.path}")
+
+    def credentials_of(self, scope: str) -> tuple[Credential, ...]:
+        return tuple(c for c in self.credentials if c.scope == scope)
+
+    def seal_inputs(self) -> dict[str, Any]:
+        """What a sealed bundle depends on; its digest tells a stale bundle from a current one."""
+        return {
+            "image": self.name,
+            "approvers": [{"name": a.name, "recipient": a.recipient} for a in self.approvers],
+            "group_threshold": self.policy.group_threshold,
+            "groups": [g.to_dict() for g in self.policy.groups],
+            "scopes": sorted(s.name for s in self.scopes),
+            "credentials": [
+                {"name": c.name, "scope": c.scope, "kind": c.kind} for c in self.credentials
+            ],
+        }
+
+
+TOP_KEYS = {
+    "name",
+    "version",
+    "description",
+    "base",
+    "templates",
+    "approvers",
+    "policy",
+    "scopes",
+    "credentials",
+    "agents",
+    "packer",
+}
+
+
+def load_spec(path: Path) -> ImageSpec:
+    """Parse and validate a spec file. Raises InputError naming ``file:line:col`` and the problem."""
+    root = load(path)
+    root.mapping("the spec", TOP_KEYS, {"name", "version", "approvers", "policy", "scopes"})
+    name = _name(root.get("name"), "name")
+    version_node = root.get("version")
+    version = version_node.text("version")
+    if not SEMVER_RE.match(version):
+        raise version_node.error(f"version '{version}' is not semver (MAJOR.MINOR.PATCH)")
+    approvers = _approvers(root.get("approvers"))
+    policy = _policy(root.get("policy"), approvers)
+    scopes = _scopes(root.get("scopes"), policy)
+    credentials = _credentials(root.get("credentials"), scopes) if root.has("credentials") else ()
+    agents = _agents(root.get("agents"), scopes) if root.has("agents") else ()
+    for scope in scopes:
+        if not any(c.scope == scope.name for c in credentials):
+            raise root.get("scopes").error(f"scope '{scope.name}' has no credential")
+    templates = root.get("templates").opt_text("templates") or "../templates"
+    packer = None
+    if root.has("packer"):
+        packer_node = root.get("packer")
+        packer_node.mapping("packer", {"builders", "variables", "provision_target"}, {"builders"})
+        packer = to_plain(packer_node.value)
+    return ImageSpec(
+        path=path,
+        name=name,
+        version=version,
+        description=root.get("description").opt_text("description") or "",
+        base=root.get("base").opt_text("base"),
+        templates_dir=(path.parent / templates).resolve(),
+        approvers=approvers,
+        policy=policy,
+        scopes=scopes,
+        credentials=credentials,
+        agents=agents,
+        packer=packer,
+    )
+
+
+def _name(node: Node, what: str) -> str:
+    value = node.text(what)
+    if not NAME_RE.match(value):
+        raise node.error(f"{what} '{value}' must be lowercase letters, digits and dashes")
+    return value
+
+
+def _unique(node: Node, seen: set[str], value: str, what: str) -> None:
+    if value in seen:
+        raise node.error(f"duplicate {what} '{value}'")
+    seen.add(value)
+
+
+def _approvers(node: Node) -> tuple[Approver, ...]:
+    out: list[Approver] = []
+    names: set[str] = set()
+    recipients: set[str] = set()
+    for item in node.items("approvers"):
+        item.mapping(
+            "an approver",
+            {"name", "recipient", "signing_key"},
+            {"name", "recipient", "signing_key"},
+        )
+        name = _name(item.get("name"), "approver name")
+        _unique(item.get("name"), names, name, "approver")
+        rnode = item.get("recipient")
+        recipient = rnode.text("recipient").strip()
+        try:
+            agecrypt.recipient_kind(recipient)
+        except InputError as e:
+            raise rnode.error(f"approver '{name}': {e.message}") from None
+        _unique(rnode, recipients, recipient, "approver recipient")
+        knode = item.get("signing_key")
+        key = knode.text("signing_key").strip()
+        _check_signing_key(knode, key, name)
+        out.append(Approver(name, recipient, key))
+    if not out:
+        raise node.error("approvers must not be empty")
+    return tuple(out)
+
+
+def _check_signing_key(node: Node, key: str, approver: str) -> None:
+    parts = key.split()
+    if len(parts) < 2 or parts[0] not in SIGNING_KEY_TYPES:
+        raise node.error(f"approver '{approver}': signing_key must be an OpenSSH public key line")
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except ValueError:
+        raise node.error(f"approver '{approver}': signing_key is not valid base64") from None
+    if not blob.startswith(len(parts[0]).to_bytes(4, "big") + parts[0].encode()):
+        raise node.error(f"approver '{approver}': signing_key type does not match its key data")
+
+
+def _policy(node: Node, approvers: tuple[Approver, ...]) -> Policy:
+    node.mapping(
+        "policy",
+        {
+            "threshold",
+            "groups",
+            "group_threshold",
+            "allow_single_approver",
+            "justification",
+            "max_ttl",
+            "request_lifetime",
+            "rotate_every",
+            "on_activate",
+        },
+        {"max_ttl", "rotate_every"},
+    )
+    names = {a.name for a in approvers}
+    allow_single = (
+        node.get("allow_single_approver").flag("allow_single_approver")
+        if node.has("allow_single_approver")
+        else False
+    )
+    justification = node.get("justification").opt_text("justification")
+    if node.has("groups") == node.has("threshold"):
+        raise node.error("policy needs exactly one of 'threshold' or 'groups'")
+    if node.has("threshold"):
+        tnode = node.get("threshold")
+        groups: tuple[Group, ...] = (
+            Group("default", tnode.integer("threshold"), tuple(a.name for a in approvers)),
+        )
+        group_threshold = 1
+        where = {0: tnode}
+    else:
+        groups, where = _groups(node.get("groups"), names)
+        gt_node = node.get("group_threshold")
+        group_threshold = gt_node.integer("group_threshold") if node.has("group_threshold") else 1
+        if not 1 <= group_threshold <= len(groups):
+            raise gt_node.error(
+                f"group_threshold {group_threshold} must be between 1 and {len(groups)}"
+            )
+    for i, g in enumerate(groups):
+        if g.threshold < 1 or g.threshold > len(g.members):
+            raise where[i].error(
+                f"threshold {g.threshold} of group '{g.name}' must be between 1 and its "
+                f"{len(g.members)} approvers"
+            )
+    quorum = sum(sorted(g.threshold for g in groups)[:group_threshold])
+    if quorum < 2 and not allow_single:
+        raise where[0].error(
+            "a single approver could unseal alone (two-person rule)",
+            hint="raise the threshold, or set allow_single_approver: true with a justification",
+        )
+    if allow_single and not justification:
+        raise node.get("allow_single_approver").error("allow_single_approver needs a justification")
+    max_ttl = _duration(node.get("max_ttl"), "max_ttl")
+    if max_ttl > MAX_TTL_CAP:
+        raise node.get("max_ttl").error("max_ttl must be at most 24h")
+    request_lifetime = (
+        _duration(node.get("request_lifetime"), "request_lifetime")
+        if node.has("request_lifetime")
+        else 1800
+    )
+    on_activate = node.get("on_activate").texts("on_activate") if node.has("on_activate") else None
+    if on_activate is not None and not on_activate:
+        raise node.get("on_activate").error("on_activate must name a command")
+    return Policy(
+        group_threshold=group_threshold,
+        groups=groups,
+        allow_single_approver=allow_single,
+        justification=justification,
+        max_ttl=max_ttl,
+        request_lifetime=request_lifetime,
+        rotate_every=_duration(node.get("rotate_every"), "rotate_every"),
+        on_activate=on_activate,
+    )
+
+
+def _groups(node: Node, names: set[str]) -> tuple[tuple[Group, ...], dict[int, Node]]:
+    groups: list[Group] = []
+    where: dict[int, Node] = {}
+    seen: set[str] = set()
+    members_seen: set[str] = set()
+    for i, item in enumerate(node.items("groups")):
+        item.mapping("a group", {"name", "threshold", "members"}, {"name", "threshold", "members"})
+        gname = _name(item.get("name"), "group name")
+        _unique(item.get("name"), seen, gname, "group")
+        members = item.get("members").texts("members")
+        for m in members:
+            if m not in names:
+                raise item.get("members").error(f"group '{gname}' names unknown approver '{m}'")
+            _unique(item.get("members"), members_seen, m, "group member")
+        where[i] = item.get("threshold")
+        groups.append(Group(gname, item.get("threshold").integer("threshold"), members))
+    if not groups:
+        raise node.error("groups must not be empty")
+    return tuple(groups), where
+
+
+def _duration(node: Node, what: str) -> int:
+    try:
+        return duration.parse(node.value)
+    except InputError as e:
+        raise node.error(f"{what}: {e.message}") from None
+
+
+def _scopes(node: Node, policy: Policy) -> tuple[Scope, ...]:
+    out: list[Scope] = []
+    seen: set[str] = set()
+    for item in node.items("scopes"):
+        item.mapping(
+            "a scope", {"name", "description", "max_ttl", "emergency_user", "sudo"}, {"name"}
+        )
+        name_node = item.get("name")
+        raw = name_node.text("scope name")
+        if any(ch in raw for ch in "*?[]"):
+            raise name_node.error(f"scope '{raw}' contains a wildcard; name each scope exactly")
+        name = _name(name_node, "scope name")
+        _unique(name_node, seen, name, "scope")
+        max_ttl = (
+            _duration(item.get("max_ttl"), "max_ttl") if item.has("max_ttl") else policy.max_ttl
+        )
+        if max_ttl > policy.max_ttl:
+            raise item.get("max_ttl").error(
+                f"scope '{name}' max_ttl exceeds the policy's max_ttl ({duration.format_seconds(policy.max_ttl)})"
+            )
+        user = item.get("emergency_user").opt_text("emergency_user")
+        if user is not None and not USER_RE.match(user):
+            raise item.get("emergency_user").error(
+                f"emergency_user '{user}' is not a valid user name"
+            )
+        sudo = item.get("sudo").texts("sudo") if item.has("sudo") else ()
+        for command in sudo:
+            if not command.startswith("/") or "*" in command or "ALL" in command.split():
+                raise item.get("sudo").error(
+                    f"sudo entry '{command}' must be an exact command with an absolute path, no wildcards"
+                )
+        if sudo and user is None:
+            raise item.get("sudo").error(f"scope '{name}' grants sudo but has no emergency_user")
+        out.append(
+            Scope(name, item.get("description").opt_text("description") or "", max_ttl, user, sudo)
+        )
+    if not out:
+        raise node.error("scopes must not be empty")
+    return tuple(out)
+
+
+def _credentials(node: Node, scopes: tuple[Scope, ...]) -> tuple[Credential, ...]:
+    out: list[Credential] = []
+    seen: set[str] = set()
+    scope_names = {s.name for s in scopes}
+    for item in node.items("credentials"):
+        item.mapping(
+            "a credential", {"name", "scope", "generate", "from_file", "from_env", "kind"}, {"name"}
+        )
+        name = _name(item.get("name"), "credential name")
+        _unique(item.get("name"), seen, name, "credential")
+        if not item.has("scope"):
+            raise item.error(f"credential '{name}' has no scope")
+        scope = item.get("scope").text("scope")
+        if scope not in scope_names:
+            raise item.get("scope").error(f"credential '{name}' names unknown scope '{scope}'")
+        sources = [k for k in ("generate", "from_file", "from_env") if item.has(k)]
+        if len(sources) != 1:
+            raise item.error(
+                f"credential '{name}' needs exactly one of generate, from_file, from_env"
+            )
+        source = sources[0]
+        if source == "generate":
+            if item.has("kind"):
+                raise item.get("kind").error(
+                    "'kind' goes with from_file or from_env; generate names the kind"
+                )
+            kind = item.get("generate").text("generate")
+            if kind not in GENERATED_KINDS:
+                raise item.get("generate").error(
+                    f"cannot generate '{kind}' (want one of {', '.join(GENERATED_KINDS)})"
+                )
+            out.append(Credential(name, scope, kind, True))
+            continue
+        kind = item.get("kind").text("kind") if item.has("kind") else "opaque"
+        if kind not in SUPPLIED_KINDS:
+            raise item.get("kind").error(
+                f"kind '{kind}' must be one of {', '.join(SUPPLIED_KINDS)}"
+            )
+        value = item.get(source).text(source)
+        out.append(
+            Credential(
+                name,
+                scope,
+                kind,
+                False,
+                from_file=value if source == "from_file" else None,
+                from_env=value if source == "from_env" else None,
+            )
+        )
+    return tuple(out)
+
+
+def _agents(node: Node, scopes: tuple[Scope, ...]) -> tuple[Agent, ...]:
+    out: list[Agent] = []
+    seen: set[str] = set()
+    scope_names = {s.name for s in scopes}
+    for item in node.items("agents"):
+        item.mapping(
+            "an agent",
+            {"name", "scope", "config_name", "templates", "vars"},
+            {"name", "scope", "config_name", "templates"},
+        )
+        name = _name(item.get("name"), "agent name")
+        _unique(item.get("name"), seen, name, "agent")
+        scope = item.get("scope").text("scope")
+        if scope not in scope_names:
+            raise item.get("scope").error(f"agent '{name}' names unknown scope '{scope}'")
+        config_name = item.get("config_name").text("config_name")
+        if "/" in config_name or config_name.startswith("."):
+            raise item.get("config_name").error("config_name must be a plain file name")
+        tnode = item.get("templates")
+        tnode.mapping("templates", {"normal", "breakglass"}, {"normal", "breakglass"})
+        variables = item.get("vars")
+        if item.has("vars"):
+            variables.mapping(
+                "vars", set(variables.value) if isinstance(variables.value, dict) else set()
+            )
+        out.append(
+            Agent(
+                name,
+                scope,
+                config_name,
+                tnode.get("normal").text("normal template"),
+                tnode.get("breakglass").text("breakglass template"),
+                to_plain(variables.value) if item.has("vars") else {},
+            )
+        )
+    return tuple(out)

@@ -1,0 +1,179 @@
+"""Reading YAML strictly, with the file, line and column of every value.
+
+ruamel.yaml's round-trip loader keeps positions (and comments, for ``bump``).
+``Node`` walks a loaded document and raises InputError located at the value
+that is wrong, suggesting the near-miss for an unknown key (as pypa/build does).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from builder.errors import InputError
+
+T = TypeVar("T")
+
+
+def round_trip_yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    yaml.preserve_quotes = True
+    return yaml
+
+
+def load(path: Path) -> Node:
+    """Load a YAML file into a located ``Node``; malformed YAML raises InputError with its position."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError("file not found", where=str(path)) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read file ({e})", where=str(path)) from None
+    return loads(text, str(path))
+
+
+def loads(text: str, filename: str) -> Node:
+    try:
+        data = round_trip_yaml().load(text)
+    except MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{filename}:{mark.line + 1}:{mark.column + 1}" if mark else filename
+        problem = (e.problem or e.context or "malformed yaml").strip()
+        raise InputError(f"malformed yaml: {problem}", where=where) from None
+    except YAMLError as e:
+        first = (str(e).strip().splitlines() or ["malformed yaml"])[0]
+        raise InputError(f"malformed yaml: {first}", where=filename) from None
+    return Node(data, filename, (0, 0))
+
+
+class Node:
+    """A value from a YAML document, with where it came from."""
+
+    def __init__(self, value: Any, filename: str, pos: tuple[int, int]) -> None:
+        self.value = value
+        self.filename = filename
+        self.pos = pos
+
+    @property
+    def where(self) -> str:
+        return f"{self.filename}:{self.pos[0] + 1}:{self.pos[1] + 1}"
+
+    def error(self, message: str, hint: str | None = None) -> InputError:
+        return InputError(message, where=self.where, hint=hint)
+
+    # -- mappings -------------------------------------------------------------
+
+    def mapping(
+        self, what: str, allowed: set[str], required: frozenset[str] | set[str] = frozenset()
+    ) -> Node:
+        """Check this node is a mapping with only ``allowed`` keys and every ``required`` one."""
+        if not isinstance(self.value, dict):
+            raise self.error(f"{what} must be a mapping, got {_type_name(self.value)}")
+        for key in self.value:
+            if not isinstance(key, str) or key not in allowed:
+                near = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+                suggestion = f" (did you mean '{near[0]}'?)" if near else ""
+                raise self.key_node(key).error(f"unknown key '{key}' in {what}{suggestion}")
+        for key in sorted(required):
+            if key not in self.value:
+                raise self.error(f"{what} is missing required key '{key}'")
+        return self
+
+    def has(self, key: str) -> bool:
+        return isinstance(self.value, dict) and key in self.value
+
+    def key_node(self, key: Any) -> Node:
+        pos = self.pos
+        if isinstance(self.value, CommentedMap):
+            try:
+                line, col = self.value.lc.key(key)
+                pos = (line, col)
+            except (KeyError, TypeError):
+                pass
+        return Node(key, self.filename, pos)
+
+    def get(self, key: str) -> Node:
+        pos = self.pos
+        if isinstance(self.value, CommentedMap):
+            try:
+                line, col = self.value.lc.value(key)
+                pos = (line, col)
+            except (KeyError, TypeError):
+                pos = self.key_node(key).pos
+        return Node(
+            self.value.get(key) if isinstance(self.value, dict) else None, self.filename, pos
+        )
+
+    # -- scalars --------------------------------------------------------------
+
+    def text(self, what: str) -> str:
+        if not isinstance(self.value, str) or not self.value.strip():
+            raise self.error(f"{what} must be a non-empty string, got {_type_name(self.value)}")
+        return str(self.value)
+
+    def opt_text(self, what: str) -> str | None:
+        return None if self.value is None else self.text(what)
+
+    def integer(self, what: str) -> int:
+        if isinstance(self.value, bool) or not isinstance(self.value, int):
+            raise self.error(f"{what} must be an integer, got {_type_name(self.value)}")
+        return int(self.value)
+
+    def flag(self, what: str) -> bool:
+        if not isinstance(self.value, bool):
+            raise self.error(f"{what} must be true or false, got {_type_name(self.value)}")
+        return self.value
+
+    # -- sequences ------------------------------------------------------------
+
+    def items(self, what: str) -> Iterator[Node]:
+        if not isinstance(self.value, list):
+            raise self.error(f"{what} must be a list, got {_type_name(self.value)}")
+        for i, item in enumerate(self.value):
+            pos = self.pos
+            if isinstance(self.value, CommentedSeq):
+                try:
+                    line, col = self.value.lc.item(i)
+                    pos = (line, col)
+                except (KeyError, TypeError, IndexError):
+                    pass
+            yield Node(item, self.filename, pos)
+
+    def texts(self, what: str) -> tuple[str, ...]:
+        return tuple(item.text(f"each entry of {what}") for item in self.items(what))
+
+
+def to_plain(value: Any) -> Any:
+    """A ruamel tree as plain dicts, lists and scalars (for free-form sections like ``vars``)."""
+    if isinstance(value, dict):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_plain(v) for v in value]
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value if not isinstance(value, str) else str(value)
+    return str(value)
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string" if value.strip() else "an empty string"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__
