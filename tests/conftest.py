@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,9 +17,51 @@ SHARED = ROOT.parent / "shared"
 
 def require_tool(name: str) -> str:
     """Return the path of ``name``; skip locally, fail under CI, when it is missing."""
-    path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
+    path = shutil.which(name) or (
+        f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None
+    )
     if path:
         return path
     if os.environ.get("CI") == "true":
         pytest.fail(f"required tool {name!r} is not installed (CI must install it)")
     pytest.skip(f"{name} not installed")
+
+
+DEMO_KEYS = ROOT / "examples" / "keys"
+BREAKGLASS = [sys.executable, "-m", "builder"]
+
+
+def run_cli(
+    *args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the real ``breakglass`` CLI in a subprocess; never raises on a non-zero exit."""
+    full_env = {**os.environ, **(env or {})}
+    full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
+    return subprocess.run(
+        [*BREAKGLASS, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+@pytest.fixture
+def demo_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of examples/keys with private keys at 0600 (git does not keep modes)."""
+    dest = tmp_path_factory.mktemp("keys")
+    for src in DEMO_KEYS.iterdir():
+        shutil.copy(src, dest / src.name)
+        public = src.suffix == ".pub" or src.name in ("allowed_signers", "README.md")
+        os.chmod(dest / src.name, 0o644 if public else 0o600)
+    return dest
+
+
+@pytest.fixture
+def example_project(tmp_path: Path) -> Path:
+    """A copy of images/ and templates/ in a temp dir; returns the example spec's path."""
+    shutil.copytree(ROOT / "images", tmp_path / "images")
+    shutil.copytree(ROOT / "templates", tmp_path / "templates")
+    return tmp_path / "images" / "example.yaml"
