@@ -6,6 +6,9 @@ PY      := $(VENV)/bin/python
 BG      := $(VENV)/bin/breakglass
 SPEC    ?= images/example.yaml
 DIST    ?= dist
+SIGN_KEY ?= examples/keys/release
+# git does not keep file modes, and ssh-keygen refuses a private key others can read
+DEMO_PRIVATE := examples/keys/alice examples/keys/bob examples/keys/carol examples/keys/release
 
 .PHONY: demo test test-e2e lint tools bench clean
 
@@ -19,7 +22,8 @@ tools:
 	bash scripts/install-tools.sh
 
 demo: $(VENV)/.installed tools
-	@out=$$($(BG) build $(SPEC) --out $(DIST) --sign-key examples/keys/release --json | $(PY) -c 'import json,sys; print(json.load(sys.stdin)["image_dir"])') && \
+	@chmod 600 $(DEMO_PRIVATE)
+	@out=$$($(BG) build $(SPEC) --out $(DIST) --sign-key $(SIGN_KEY) --json | $(PY) -c 'import json,sys; print(json.load(sys.stdin)["image_dir"])') && \
 	$(BG) verify $$out --allowed-signers examples/keys/allowed_signers && \
 	$(BG) inspect $$out
 
@@ -29,9 +33,11 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
 test: $(VENV)/.installed tools lint
+	@chmod 600 $(DEMO_PRIVATE)
 	$(VENV)/bin/pytest -q
 
 test-e2e: $(VENV)/.installed tools
+	@chmod 600 $(DEMO_PRIVATE)
 	$(VENV)/bin/pytest -q -m e2e
 
 bench: $(VENV)/.installed tools

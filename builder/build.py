@@ -35,7 +35,6 @@ from builder.payload import (
     PayloadFile,
 )
 from builder.render import render_all
-from builder.seal import policy_digest
 from builder.spec import ImageSpec
 
 MANIFEST_NAME = "breakglass-manifest.json"
@@ -81,7 +80,7 @@ def load_bundle(spec: ImageSpec) -> tuple[SealedBundle, bytes]:
             hint=f"run `breakglass seal {spec.path}`",
         ) from None
     bundle = SealedBundle.from_bytes(data, str(path))
-    if bundle.image != spec.name or bundle.policy_digest != policy_digest(spec):
+    if bundle.image != spec.name or bundle.policy_digest != spec.policy_digest:
         raise InputError(
             "sealed bundle is stale: approvers, policy, scopes or credentials changed since it was sealed",
             where=str(path),

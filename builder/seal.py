@@ -35,10 +35,6 @@ def timestamp(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def policy_digest(spec: ImageSpec) -> str:
-    return canonical.digest(canonical.dumps(spec.seal_inputs()))
-
-
 def seal_spec(spec: ImageSpec, now: dt.datetime) -> tuple[SealedBundle, dict[str, Any]]:
     """Seal every scope of ``spec`` in memory. Nothing is written; nothing secret is returned."""
     scopes = []
@@ -83,7 +79,7 @@ def seal_spec(spec: ImageSpec, now: dt.datetime) -> tuple[SealedBundle, dict[str
         image=spec.name,
         created=timestamp(now),
         rotate_by=timestamp(now + dt.timedelta(seconds=spec.policy.rotate_every)),
-        policy_digest=policy_digest(spec),
+        policy_digest=spec.policy_digest,
         scopes=tuple(scopes),
     )
     return bundle, enrolment_of(bundle)

@@ -31,8 +31,8 @@ class Secret:
 
         return isinstance(other, Secret) and hmac.compare_digest(self._value, other._value)
 
-    def __hash__(self) -> int:
-        return id(self)
+    # equal secrets must hash equal, and hashing would expose a function of the value
+    __hash__ = None  # type: ignore[assignment]
 
     def __reduce__(self) -> str | tuple[object, ...]:
         raise TypeError("a Secret cannot be pickled")

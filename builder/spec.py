@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builder import agecrypt, duration
+from builder import agecrypt, canonical, duration
 from builder.errors import InputError
 from builder.yamlfile import Node, load, to_plain
 
@@ -139,6 +139,11 @@ class ImageSpec:
 
     def credentials_of(self, scope: str) -> tuple[Credential, ...]:
         return tuple(c for c in self.credentials if c.scope == scope)
+
+    @property
+    def policy_digest(self) -> str:
+        """Digest of ``seal_inputs``: a bundle sealed for another policy is stale."""
+        return canonical.digest(canonical.dumps(self.seal_inputs()))
 
     def seal_inputs(self) -> dict[str, Any]:
         """What a sealed bundle depends on; its digest tells a stale bundle from a current one."""
