@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import shamir_mnemonic
 
@@ -40,6 +40,10 @@ class ShareScheme(Protocol):
         ...
 
 
+# SLIP-39 encodes member and group indices in 4 bits
+_MAX_SHARES = 16
+
+
 class Slip39:
     """SLIP-39 mnemonic shares: checksummed words an approver can keep on paper."""
 
@@ -47,40 +51,80 @@ class Slip39:
     # shares are already only readable by their approver, so we keep the
     # smallest cost, which also keeps activation fast.
     iteration_exponent = 0
+    # SLIP-39's optional passphrase; the shares are protected by age, not by a passphrase,
+    # so it stays empty (public test vectors set their own through a subclass)
+    passphrase = b""
 
     def split(
         self, secret: Secret, group_threshold: int, groups: Sequence[GroupShape]
     ) -> list[list[Secret]]:
         if not groups:
             raise InputError("refusing to split a secret into no groups")
+        for g in groups:
+            if not 1 <= g.threshold <= g.count <= _MAX_SHARES:
+                raise InputError(
+                    f"cannot split the unseal key (a group needs 1 <= threshold <= count <= "
+                    f"{_MAX_SHARES}, got {g.threshold} of {g.count})"
+                )
         try:
             words = shamir_mnemonic.generate_mnemonics(
                 group_threshold,
-                [(g.threshold, g.count) for g in groups],
+                # a 1-of-n group is n copies of one share: SLIP-39 refuses to make n
+                # shares with threshold 1 because they would all be the same anyway
+                [(g.threshold, 1 if g.threshold == 1 else g.count) for g in groups],
                 secret.reveal(),
-                b"",
+                self.passphrase,
                 extendable=True,
                 iteration_exponent=self.iteration_exponent,
             )
         except (ValueError, shamir_mnemonic.MnemonicError) as e:
-            raise InputError(f"cannot split the unseal key ({e})") from None
-        return [[Secret(w.encode("ascii")) for w in group] for group in words]
+            raise InputError(f"cannot split the unseal key ({_first_line(e)})") from None
+        return [
+            [Secret(w.encode("ascii")) for w in (group * g.count if g.threshold == 1 else group)]
+            for g, group in zip(groups, words, strict=True)
+        ]
 
     def combine(self, shares: Sequence[Secret]) -> Secret:
         if not shares:
             raise InputError("no shares to combine")
         try:
-            return Secret(
-                shamir_mnemonic.combine_mnemonics([s.reveal().decode("ascii") for s in shares])
-            )
+            # decoding checks every share's checksum and that all belong to one split
+            groups = shamir_mnemonic.decode_mnemonics([s.reveal().decode("ascii") for s in shares])
+            ems = shamir_mnemonic.recover_ems(_minimal_quorum(groups))
+            return Secret(ems.decrypt(self.passphrase))
         except (ValueError, UnicodeDecodeError, shamir_mnemonic.MnemonicError) as e:
             raise InputError(f"cannot combine shares ({_first_line(e)})") from None
 
 
+def _minimal_quorum(groups: dict[int, Any]) -> dict[int, Any]:
+    """Exactly the shares the policy needs, when there are enough; else all of them.
+
+    shamir-mnemonic refuses more shares than a threshold, but more approvals than the
+    quorum must still unseal. The choice is deterministic (lowest indices first) so a
+    bad surplus share cannot make the outcome vary from run to run.
+    """
+    if not groups:
+        return groups
+    group_threshold = next(iter(groups.values())).common_parameters().group_threshold
+    complete = [i for i in sorted(groups) if groups[i].is_complete()]
+    if len(complete) < group_threshold:
+        return groups
+    chosen = {}
+    for i in complete[:group_threshold]:
+        group = groups[i]
+        minimal = shamir_mnemonic.shamir.ShareGroup()
+        for share in sorted(group, key=lambda s: s.index)[: group.member_threshold()]:
+            minimal.add(share)
+        chosen[i] = minimal
+    return chosen
+
+
 def _first_line(e: BaseException) -> str:
-    # shamir-mnemonic quotes the opening words of a share in some messages; drop them
-    text = re.sub(r'"[^"]*"', '"..."', (str(e).splitlines() or [type(e).__name__])[0])
-    return text[:160]
+    # shamir-mnemonic quotes the opening words of a share, or an unknown word, in some
+    # messages; drop every quoted part so no share material reaches an error
+    text = (str(e).splitlines() or [type(e).__name__])[0]
+    text = re.sub(r"\"[^\"]*\"|'[^']*'", '"..."', text)[:160].rstrip(". ")
+    return text[:1].lower() + text[1:]
 
 
 DEFAULT: ShareScheme = Slip39()

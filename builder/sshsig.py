@@ -7,6 +7,7 @@ so that what we accept is exactly what any OpenSSH user can check.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tempfile
@@ -17,6 +18,11 @@ from builder.errors import CheckFailed, InputError, ToolMissing
 
 MANIFEST_NAMESPACE = "breakglass-manifest"
 APPROVAL_NAMESPACE = "breakglass-approval"
+
+# principal names and namespaces: no allowed_signers pattern characters (* ? ! ,), quotes or spaces
+_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]*")
+# "TYPE BASE64 [comment]" on one line, no options in front
+_KEY_LINE = re.compile(r"(?:ssh|ecdsa|sk)-[A-Za-z0-9@.-]+ [A-Za-z0-9+/]+={0,2}(?: [^\r\n]*)?")
 
 
 def _ssh_keygen() -> str:
@@ -44,7 +50,9 @@ def sign(data: bytes, key: Path, namespace: str) -> str:
         )
         sig = msg.with_name("message.sig")
         if proc.returncode != 0 or not sig.exists():
-            raise InputError(f"ssh-keygen could not sign ({_first_line(proc.stderr)})", where=str(key))
+            raise InputError(
+                f"ssh-keygen could not sign ({_first_line(proc.stderr)})", where=str(key)
+            )
         return sig.read_text(encoding="ascii")
 
 
@@ -64,14 +72,29 @@ def verify(
     """
     if not signers:
         raise CheckFailed("no trusted signers given; refusing to verify")
+    # allowed_signers treats principals as patterns and each line as options + key: a
+    # "*" principal or a newline in a key would let another key sign in someone's name
+    _check_word("namespace", namespace)
+    if identity is not None:
+        _check_word("signer name", identity)
+    for principal, key in signers.items():
+        _check_word("signer name", principal)
+        if not _KEY_LINE.fullmatch(key.strip()):
+            raise InputError(f"trusted key of {principal} is not one ssh public key line")
     allowed = "".join(
-        f'{principal} namespaces="{namespace}" {key.strip()}\n' for principal, key in signers.items()
+        f'{principal} namespaces="{namespace}" {key.strip()}\n'
+        for principal, key in signers.items()
     )
     return verify_allowed_signers(data, signature, allowed, namespace, identity=identity)
 
 
 def verify_allowed_signers(
-    data: bytes, signature: str, allowed_signers: str, namespace: str, *, identity: str | None = None
+    data: bytes,
+    signature: str,
+    allowed_signers: str,
+    namespace: str,
+    *,
+    identity: str | None = None,
 ) -> str:
     """Like ``verify`` but with an OpenSSH ``allowed_signers`` file's text."""
     if not allowed_signers.strip():
@@ -85,8 +108,17 @@ def verify_allowed_signers(
         for principal in principals:
             proc = subprocess.run(
                 [
-                    _ssh_keygen(), "-Y", "verify", "-f", str(allowed_path), "-I", principal,
-                    "-n", namespace, "-s", str(sig_path),
+                    _ssh_keygen(),
+                    "-Y",
+                    "verify",
+                    "-f",
+                    str(allowed_path),
+                    "-I",
+                    principal,
+                    "-n",
+                    namespace,
+                    "-s",
+                    str(sig_path),
                 ],
                 input=data,
                 capture_output=True,
@@ -95,6 +127,13 @@ def verify_allowed_signers(
             if proc.returncode == 0:
                 return principal
     raise CheckFailed("signature does not verify against the trusted keys")
+
+
+def _check_word(what: str, text: str) -> None:
+    if not _WORD.fullmatch(text):
+        raise InputError(
+            f"{what} must be letters, digits and . _ @ + - (no spaces, quotes or patterns)"
+        )
 
 
 def _principals(allowed_path: Path, sig_path: Path) -> list[str]:

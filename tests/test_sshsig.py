@@ -1,0 +1,196 @@
+"""sshsig: our signatures are OpenSSH signatures, and verification fails closed."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from builder import sshsig
+from builder.errors import CheckFailed, InputError
+from tests.conftest import require_tool
+
+DATA = b'{"image":"breakglass-base","version":"1.2.3"}\n'
+NS = sshsig.MANIFEST_NAMESPACE
+
+
+def _keypair(directory: Path, name: str) -> tuple[Path, str]:
+    keygen = require_tool("ssh-keygen")
+    path = directory / name
+    subprocess.run(
+        [keygen, "-q", "-t", "ed25519", "-N", "", "-C", f"{name}@example", "-f", str(path)],
+        check=True,
+        stdin=subprocess.DEVNULL,
+    )
+    return path, path.with_suffix(".pub").read_text().strip()
+
+
+@pytest.fixture
+def alice(tmp_path: Path) -> tuple[Path, str]:
+    return _keypair(tmp_path, "alice")
+
+
+@pytest.fixture
+def mallory(tmp_path: Path) -> tuple[Path, str]:
+    return _keypair(tmp_path, "mallory")
+
+
+@pytest.fixture
+def signature(alice: tuple[Path, str]) -> str:
+    return sshsig.sign(DATA, alice[0], NS)
+
+
+def _flip_signature_byte(signature: str) -> str:
+    lines = signature.splitlines()
+    # a character in the middle of the base64 body (line 0 is the BEGIN marker)
+    body = lines[3]
+    middle = len(body) // 2
+    lines[3] = body[:middle] + ("A" if body[middle] != "A" else "B") + body[middle + 1 :]
+    return "\n".join(lines) + "\n"
+
+
+def test_sign_then_verify(alice: tuple[Path, str], signature: str) -> None:
+    assert signature.startswith("-----BEGIN SSH SIGNATURE-----\n")
+    assert signature.rstrip().endswith("-----END SSH SIGNATURE-----")
+    assert sshsig.verify(DATA, signature, {"alice": alice[1]}, NS) == "alice"
+    assert sshsig.verify(DATA, signature, {"alice": alice[1]}, NS, identity="alice") == "alice"
+
+
+def test_verify_names_the_signer_among_several(
+    alice: tuple[Path, str], mallory: tuple[Path, str], signature: str
+) -> None:
+    signers = {"mallory": mallory[1], "alice": alice[1]}
+    assert sshsig.verify(DATA, signature, signers, NS) == "alice"
+
+
+def test_changed_data_is_rejected(alice: tuple[Path, str], signature: str) -> None:
+    with pytest.raises(CheckFailed):
+        sshsig.verify(DATA + b" ", signature, {"alice": alice[1]}, NS)
+    with pytest.raises(CheckFailed):
+        sshsig.verify(b"", signature, {"alice": alice[1]}, NS)
+
+
+def test_changed_signature_byte_is_rejected(alice: tuple[Path, str], signature: str) -> None:
+    with pytest.raises(CheckFailed):
+        sshsig.verify(DATA, _flip_signature_byte(signature), {"alice": alice[1]}, NS)
+
+
+def test_garbage_signature_is_rejected(alice: tuple[Path, str]) -> None:
+    for garbage in (
+        "",
+        "not a signature",
+        "-----BEGIN SSH SIGNATURE-----\n-----END SSH SIGNATURE-----\n",
+        "\u00e9\x00",
+    ):
+        with pytest.raises(CheckFailed):
+            sshsig.verify(DATA, garbage, {"alice": alice[1]}, NS)
+
+
+def test_wrong_namespace_is_rejected(alice: tuple[Path, str], signature: str) -> None:
+    with pytest.raises(CheckFailed):
+        sshsig.verify(DATA, signature, {"alice": alice[1]}, sshsig.APPROVAL_NAMESPACE)
+
+
+def test_unknown_signer_is_rejected(
+    alice: tuple[Path, str], mallory: tuple[Path, str], signature: str
+) -> None:
+    with pytest.raises(CheckFailed):
+        sshsig.verify(DATA, signature, {"mallory": mallory[1]}, NS)
+
+
+def test_signature_of_another_principal_is_rejected_for_identity(
+    alice: tuple[Path, str], mallory: tuple[Path, str], signature: str
+) -> None:
+    signers = {"alice": alice[1], "mallory": mallory[1]}
+    with pytest.raises(CheckFailed):
+        sshsig.verify(DATA, signature, signers, NS, identity="mallory")
+
+
+def test_empty_signers_fail_closed(signature: str) -> None:
+    with pytest.raises(CheckFailed):
+        sshsig.verify(DATA, signature, {}, NS)
+    with pytest.raises(CheckFailed):
+        sshsig.verify_allowed_signers(DATA, signature, " \n", NS)
+
+
+@pytest.mark.parametrize(
+    "principal",
+    ["*", "a*", "al?ce", "alice,mallory", "!alice", "alice mallory", "", 'a"b', "a\nb"],
+)
+def test_principal_patterns_are_refused(
+    principal: str, mallory: tuple[Path, str], alice: tuple[Path, str]
+) -> None:
+    # allowed_signers treats principals as patterns; a wildcard from a spec must not let
+    # mallory's key sign as alice
+    signature = sshsig.sign(DATA, mallory[0], NS)
+    with pytest.raises((InputError, CheckFailed)):
+        sshsig.verify(DATA, signature, {principal: mallory[1]}, NS, identity="alice")
+    with pytest.raises(InputError):
+        sshsig.verify(DATA, signature, {principal: mallory[1], "alice": alice[1]}, NS)
+
+
+def test_key_line_cannot_inject_another_signer(
+    alice: tuple[Path, str], mallory: tuple[Path, str]
+) -> None:
+    signature = sshsig.sign(DATA, mallory[0], NS)
+    injected = f"{alice[1]}\nalice {mallory[1]}"
+    with pytest.raises(InputError):
+        sshsig.verify(DATA, signature, {"alice": injected}, NS, identity="alice")
+
+
+def test_namespace_cannot_inject_options(alice: tuple[Path, str], signature: str) -> None:
+    with pytest.raises(InputError):
+        sshsig.verify(DATA, signature, {"alice": alice[1]}, 'x" cert-authority namespaces="y')
+
+
+def test_sign_with_missing_key_is_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="signing key not found"):
+        sshsig.sign(DATA, tmp_path / "nope", NS)
+
+
+def test_sign_with_unusable_key_is_input_error(tmp_path: Path) -> None:
+    require_tool("ssh-keygen")
+    bad = tmp_path / "bad_key"
+    bad.write_text("not a key\n")
+    bad.chmod(0o600)
+    with pytest.raises(InputError) as caught:
+        sshsig.sign(DATA, bad, NS)
+    assert "\n" not in str(caught.value)
+
+
+def test_stock_ssh_keygen_accepts_our_signature(
+    alice: tuple[Path, str], signature: str, tmp_path: Path
+) -> None:
+    keygen = require_tool("ssh-keygen")
+    allowed = tmp_path / "allowed_signers"
+    allowed.write_text(f'alice@example namespaces="{NS}" {alice[1]}\n')
+    sig = tmp_path / "manifest.sig"
+    sig.write_text(signature)
+
+    def run(data: bytes, namespace: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [
+                keygen,
+                "-Y",
+                "verify",
+                "-f",
+                str(allowed),
+                "-I",
+                "alice@example",
+                "-n",
+                namespace,
+                "-s",
+                str(sig),
+            ],
+            input=data,
+            capture_output=True,
+            check=False,
+        )
+
+    ok = run(DATA, NS)
+    assert ok.returncode == 0, ok.stderr.decode()
+    assert b"Good" in ok.stdout + ok.stderr
+    # and the same tool refuses what we refuse
+    assert run(DATA + b"x", NS).returncode != 0
+    assert run(DATA, sshsig.APPROVAL_NAMESPACE).returncode != 0
