@@ -49,6 +49,7 @@ class BuildPlan:
     spec: ImageSpec
     files: tuple[PayloadFile, ...]  # sorted, the manifest included
     dirs: dict[str, int]
+    dir_owners: dict[str, tuple[int, int]]
     manifest: bytes
     source_date_epoch: int
     base: Path | None
@@ -120,10 +121,28 @@ def plan(
     for key, data in rendered.items():
         path, mode = system.get(key, (key, 0o644))
         files.append(PayloadFile(path, data, mode))
-    files.extend(extra_files)
-    files.sort()
     base, base_tag = _base(spec)
     epoch = source_date_epoch(bundle)
+    dirs, owners = dict(RUNTIME_DIRS), {}
+    if base is not None or backend == "packer":
+        # an image with an OS runs `breakglass host ...` itself, with the OS's python3
+        from builder.runtime_payload import host_runtime_files
+
+        files.extend(host_runtime_files())
+    if base is not None:
+        # the Packer path creates accounts with the pyinfra deploy; a layer must carry them
+        from builder.accounts import ACCOUNT_FILES, emergency_accounts
+
+        users = [s.emergency_user for s in spec.scopes if s.emergency_user]
+        base_files = _base_files(base, base_tag, set(ACCOUNT_FILES))
+        account_files, accounts = emergency_accounts(users, base_files, epoch)
+        files.extend(account_files)
+        for account in accounts:
+            home = account.home.lstrip("/")
+            dirs[home] = 0o700
+            owners[home] = (account.uid, account.uid)
+    files.extend(extra_files)
+    files.sort()
     provenance: dict[str, Any] = {
         "builder": f"breakglass {__version__}",
         "backend": backend,
@@ -135,7 +154,7 @@ def plan(
     }
     manifest = canonical.dumps(compose(spec, bundle, tuple(files), provenance))
     all_files = tuple(sorted([*files, PayloadFile(MANIFEST_PATH, manifest)]))
-    return BuildPlan(spec, all_files, dict(RUNTIME_DIRS), manifest, epoch, base, base_tag)
+    return BuildPlan(spec, all_files, dirs, owners, manifest, epoch, base, base_tag)
 
 
 def build_oci(plan: BuildPlan, out: Path, sign_key: Path | None) -> BuildResult:
@@ -147,7 +166,12 @@ def build_oci(plan: BuildPlan, out: Path, sign_key: Path | None) -> BuildResult:
     from builder import layer, oci
 
     spec = plan.spec
-    packed = layer.pack(plan.files, source_date_epoch=plan.source_date_epoch, dirs=plan.dirs)
+    packed = layer.pack(
+        plan.files,
+        source_date_epoch=plan.source_date_epoch,
+        dirs=plan.dirs,
+        dir_owners=plan.dir_owners,
+    )
     layout = oci.assemble(
         packed,
         tag=spec.version,
@@ -222,6 +246,19 @@ def _tree_digest(root: Path) -> str:
         p.relative_to(root).as_posix(): canonical.digest(p.read_bytes()) for p in _walk(root)
     }
     return canonical.digest(canonical.dumps(entries))
+
+
+def _base_files(base: Path, tag: str | None, wanted: set[str]) -> dict[str, bytes]:
+    """The ``wanted`` regular files as the base image's merged layers have them."""
+    from builder import layer, oci
+
+    image = oci.open_layout(base, tag)
+    found: dict[str, bytes] = {}
+    for blob, descriptor in zip(image.layers, image.layer_descriptors, strict=True):
+        for path, entry in layer.read_layer(blob, name=descriptor["digest"]).items():
+            if path in wanted and entry.type == "file":
+                found[path] = entry.data
+    return found
 
 
 def _base(spec: ImageSpec) -> tuple[Path | None, str | None]:

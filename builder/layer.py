@@ -57,15 +57,17 @@ def pack(
     *,
     source_date_epoch: int,
     dirs: Mapping[str, int] | None = None,
+    dir_owners: Mapping[str, tuple[int, int]] | None = None,
 ) -> Layer:
-    """Pack ``files`` (and the explicit ``dirs``, path -> mode) into a deterministic layer.
+    """Pack ``files`` (and the explicit ``dirs``, path -> mode, owned by ``dir_owners`` or root)
+    into a deterministic layer.
 
     Raises InputError for a path that is not a clean relative path, a duplicate path,
     a file that is also a directory, an OCI whiteout name, or an out-of-range mode or owner.
     """
     if source_date_epoch < 0:
         raise InputError(f"source date epoch must not be negative: {source_date_epoch}")
-    tar = _tar(files, dict(dirs or {}), source_date_epoch)
+    tar = _tar(files, dict(dirs or {}), dict(dir_owners or {}), source_date_epoch)
     blob = _gzip(tar)
     return Layer(blob=blob, digest=digest(blob), diff_id=digest(tar), size=len(blob))
 
@@ -113,7 +115,12 @@ def read_layer(blob: bytes, *, name: str | None = None) -> dict[str, LayerEntry]
     return entries
 
 
-def _tar(files: tuple[PayloadFile, ...], dirs: dict[str, int], mtime: int) -> bytes:
+def _tar(
+    files: tuple[PayloadFile, ...],
+    dirs: dict[str, int],
+    owners: dict[str, tuple[int, int]],
+    mtime: int,
+) -> bytes:
     by_path: dict[str, PayloadFile] = {}
     for f in files:
         path = _checked_path(f.path)
@@ -142,7 +149,8 @@ def _tar(files: tuple[PayloadFile, ...], dirs: dict[str, int], mtime: int) -> by
     # those headers carry the name alone, so they are as deterministic as the entry.
     with tarfile.open(fileobj=out, mode="w:", format=tarfile.PAX_FORMAT, encoding="utf-8") as t:
         for path in sorted(dir_modes, key=_order):
-            info = _info(path, mtime, dir_modes[path], 0, 0)
+            uid, gid = owners.get(path, (0, 0))
+            info = _info(path, mtime, dir_modes[path], uid, gid)
             info.type = tarfile.DIRTYPE
             t.addfile(info)
         for path in sorted(by_path, key=_order):

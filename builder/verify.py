@@ -66,6 +66,9 @@ def verify_image(image_dir: Path, allowed_signers: Path) -> Verified:
             f"{sig_path}: manifest signature does not verify against {allowed_signers}"
         ) from None
     manifest = read_manifest(image_dir)
+    _check_policy(manifest)
+    if manifest.doc["provenance"].get("backend") == "packer":
+        return _verify_packer(image_dir, manifest, signer)
 
     image = oci.open_layout(image_dir / "oci", manifest.version)
     if (
@@ -100,8 +103,22 @@ def verify_image(image_dir: Path, allowed_signers: Path) -> Verified:
         raise CheckFailed(f"{extra[0]}: file in the payload layer that the manifest does not list")
 
     _check_bundle(manifest, entries[BUNDLE_PATH].data if BUNDLE_PATH in entries else b"")
-    _check_policy(manifest)
     return Verified(manifest, signer, image.manifest_digest, len(expected) + 1)
+
+
+def _verify_packer(image_dir: Path, manifest: Manifest, signer: str) -> Verified:
+    """A Packer build's images live in a cloud or a qcow2 file; what we can check here is that
+    the signed manifest names exactly the artifacts Packer's own manifest recorded."""
+    from builder.packer_build import MANIFEST_NAME as PACKER_MANIFEST
+    from builder.packer_build import read_artifact_ids
+
+    path = image_dir / PACKER_MANIFEST
+    if not path.exists():
+        raise CheckFailed(f"{path}: packer manifest is missing")
+    ids = read_artifact_ids(path)
+    if ids != manifest.doc["provenance"]["artifacts"]:
+        raise CheckFailed(f"{path}: artifact ids differ from the signed manifest")
+    return Verified(manifest, signer, ",".join(ids), 0)
 
 
 def _gunzip(blob: bytes) -> bytes:

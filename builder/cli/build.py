@@ -139,12 +139,7 @@ def build(
     from builder.spec import load_spec
 
     parsed = load_spec(spec)
-    if backend == "packer":
-        from builder.cli.packer_backend import build_packer
-
-        build_packer(parsed, out, sign_key, as_json)
-        return
-    planned = plan(parsed)
+    planned = plan(parsed, backend=backend)
     if dry_run:
         files = [{"path": f.path, "digest": f.digest, "mode": oct(f.mode)} for f in planned.files]
         emit(
@@ -153,8 +148,13 @@ def build(
             "\n".join(f"{f['mode']} {f['digest']} {f['path']}" for f in files),
         )
         return
-    result = build_oci(planned, out, sign_key)
-    if with_tar:
+    if backend == "packer":
+        from builder.build_packer import build_packer
+
+        result = build_packer(planned, out, sign_key, on_event=_show_packer_progress)
+    else:
+        result = build_oci(planned, out, sign_key)
+    if with_tar and backend == "oci":
         from builder.oci import export_tar
 
         tar_path = result.image_dir / "oci.tar"
@@ -174,6 +174,12 @@ def build(
         f"image {result.image_digest}\nmanifest {result.manifest_digest}"
         + ("" if result.signed else "\nwarning: unsigned (pass --sign-key)"),
     )
+
+
+def _show_packer_progress(event: Any) -> None:
+    """Packer's own UI lines, on stderr so that --json stdout stays machine-readable."""
+    if event.text:
+        click.echo(f"packer: {event.text}", err=True)
 
 
 @click.command()

@@ -1,0 +1,196 @@
+"""A bootable Debian base as an OCI image layout, built with debootstrap and umoci, cached.
+
+``debian_base`` runs ``debootstrap --variant=minbase --include=python3,
+openssh-server,sudo SUITE`` into the rootfs of a fresh umoci bundle and repacks
+it as one layer tagged SUITE. The result is cached under
+``$BREAKGLASS_CACHE/base/`` (default ``~/.cache/breakglass/base/``) by a key
+over suite, variant, packages, mirror and architecture, so a second call only
+copies. The base is not bit-reproducible (package timestamps and generated host
+keys differ between runs); builds on top of one cached base are.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.canonical import dumps, sha256_hex
+from builder.errors import CheckFailed, InputError, ToolMissing
+
+VARIANT = "minbase"
+PACKAGES = ("openssh-server", "python3", "sudo")
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+_SUITE = re.compile(r"^[a-z][a-z0-9-]*$")
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    """An OCI layout at ``layout`` holding the base under tag ``tag``."""
+
+    layout: Path
+    tag: str
+    cache_key: str
+    cached: bool
+
+    @property
+    def reference(self) -> str:
+        """``DIR:TAG``, the form a spec's ``base:`` and umoci take."""
+        return f"{self.layout}:{self.tag}"
+
+
+def cache_root() -> Path:
+    """``$BREAKGLASS_CACHE/base``, or ``~/.cache/breakglass/base``."""
+    root = os.environ.get("BREAKGLASS_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "breakglass") / "base"
+
+
+def apt_mirror(suite: str, sources_dir: Path = Path("/etc/apt")) -> str:
+    """The Debian mirror this machine's apt uses for ``suite``, else deb.debian.org."""
+    for path in sorted(sources_dir.glob("sources.list.d/*.sources")):
+        for stanza in path.read_text(errors="replace").split("\n\n"):
+            fields = dict(
+                line.split(":", 1) for line in stanza.splitlines() if ":" in line and line[0] != "#"
+            )
+            suites = fields.get("Suites", "").split()
+            uris = fields.get("URIs", "").split()
+            if suite in suites and uris and "security" not in uris[0]:
+                return uris[0]
+    legacy = sources_dir / "sources.list"
+    if legacy.exists():
+        for line in legacy.read_text(errors="replace").splitlines():
+            parts = [p for p in line.split() if not p.startswith("[")]
+            if len(parts) >= 3 and parts[0] == "deb" and parts[2] == suite:
+                return parts[1]
+    return DEFAULT_MIRROR
+
+
+def cache_key(suite: str, mirror: str) -> str:
+    """Names one base: the same inputs find the same cache entry."""
+    inputs = {
+        "suite": suite,
+        "variant": VARIANT,
+        "packages": list(PACKAGES),
+        "mirror": mirror,
+        "arch": platform.machine(),
+    }
+    return f"debian-{suite}-{sha256_hex(dumps(inputs))[:16]}"
+
+
+def debian_base(
+    out: Path,
+    *,
+    suite: str = "bookworm",
+    mirror: str | None = None,
+    on_line: Callable[[str], None] | None = None,
+) -> BaseImage:
+    """Put a Debian ``suite`` base OCI layout at ``out`` (replacing a layout there), from cache.
+
+    Raises InputError for a bad suite or an ``out`` that holds something other
+    than an OCI layout, ToolMissing without debootstrap or umoci, CheckFailed
+    when not root or a step fails. Nothing is left at ``out`` or in the cache
+    on failure.
+    """
+    if not _SUITE.match(suite):
+        raise InputError(f"not a debian suite name: {suite!r}")
+    if out.exists() and any(out.iterdir()) and not (out / "oci-layout").exists():
+        raise InputError(f"output directory is not empty and not an OCI layout: {out}")
+    mirror = mirror or apt_mirror(suite)
+    key = cache_key(suite, mirror)
+    entry = cache_root() / key
+    cached = (entry / "oci-layout").exists()
+    if not cached:
+        _build_into_cache(entry, suite, mirror, on_line)
+    _copy_layout(entry, out)
+    return BaseImage(layout=out, tag=suite, cache_key=key, cached=cached)
+
+
+def _build_into_cache(
+    entry: Path, suite: str, mirror: str, on_line: Callable[[str], None] | None
+) -> None:
+    debootstrap = _tool("debootstrap")
+    umoci = _tool("umoci")
+    if os.geteuid() != 0:
+        raise CheckFailed("building a debian base needs root (debootstrap creates device nodes)")
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}."))
+    try:
+        layout, bundle = work / "oci", work / "bundle"
+        image = f"{layout}:{suite}"
+        _run([umoci, "init", "--layout", str(layout)], on_line)
+        _run([umoci, "new", "--image", image], on_line)
+        _run([umoci, "unpack", "--image", image, str(bundle)], on_line)
+        _run(
+            [
+                debootstrap,
+                f"--variant={VARIANT}",
+                f"--include={','.join(PACKAGES)}",
+                suite,
+                str(bundle / "rootfs"),
+                mirror,
+            ],
+            on_line,
+        )
+        _slim(bundle / "rootfs")
+        _run([umoci, "repack", "--image", image, str(bundle)], on_line)
+        _run([umoci, "gc", "--layout", str(layout)], on_line)
+        try:
+            layout.rename(entry)
+        except OSError:
+            # Another process filled the same entry first; theirs is as good as ours.
+            if not (entry / "oci-layout").exists():
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _slim(rootfs: Path) -> None:
+    """Drop downloaded packages and apt lists: they only grow the layer."""
+    for pattern in ("var/cache/apt/archives/*.deb", "var/lib/apt/lists/*_*"):
+        for p in rootfs.glob(pattern):
+            p.unlink()
+    for log in ("debootstrap/debootstrap.log",):
+        (rootfs / log).unlink(missing_ok=True)
+
+
+def _copy_layout(entry: Path, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        shutil.copytree(entry, tmp / "oci", symlinks=True)
+        if out.exists():
+            shutil.rmtree(out)
+        (tmp / "oci").rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name) or (
+        f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None
+    )
+    if not path:
+        raise ToolMissing(f"{name} is not installed (needed for the debian base)")
+    return path
+
+
+def _run(argv: list[str], on_line: Callable[[str], None] | None) -> None:
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+    )
+    assert proc.stdout is not None
+    tail: list[str] = []
+    for line in proc.stdout:
+        line = line.rstrip("\n")
+        tail = [*tail[-19:], line]
+        if on_line:
+            on_line(line)
+    if proc.wait() != 0:
+        said = next((t for t in reversed(tail) if t.strip()), "no output")
+        raise CheckFailed(f"{Path(argv[0]).name} {argv[1]} failed: {said.strip()}")

@@ -1,0 +1,89 @@
+"""``breakglass base debian``: argument errors (fast) and a cached base umoci reads (e2e)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from builder.base import DEFAULT_MIRROR, apt_mirror, cache_key
+from tests.conftest import require_tool
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "builder", "base", "debian", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+
+
+def test_bad_suite_is_one_line_error_and_writes_nothing(tmp_path: Path) -> None:
+    proc = _cli("--out", str(tmp_path / "out"), "--suite", "Bookworm;rm")
+    assert proc.returncode == 2
+    assert proc.stderr == "breakglass: error: not a debian suite name: 'Bookworm;rm'\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_refuses_to_replace_a_directory_that_is_not_a_layout(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    proc = _cli("--out", str(out))
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("breakglass: error: output directory is not empty")
+    assert proc.stderr.count("\n") == 1
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_apt_mirror_reads_deb822_then_legacy_sources(tmp_path: Path) -> None:
+    (tmp_path / "sources.list.d").mkdir()
+    assert apt_mirror("bookworm", tmp_path) == DEFAULT_MIRROR
+    (tmp_path / "sources.list").write_text(
+        "deb [arch=amd64] http://legacy.example/debian bookworm main\n"
+    )
+    assert apt_mirror("bookworm", tmp_path) == "http://legacy.example/debian"
+    (tmp_path / "sources.list.d/debian.sources").write_text(
+        "Types: deb\nURIs: http://security.example/debian-security\nSuites: bookworm-security\n\n"
+        "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\n"
+    )
+    assert apt_mirror("bookworm", tmp_path) == "http://mirror.example/debian"
+    assert apt_mirror("trixie", tmp_path) == DEFAULT_MIRROR
+
+
+def test_cache_key_follows_its_inputs() -> None:
+    assert cache_key("bookworm", "http://a") == cache_key("bookworm", "http://a")
+    assert cache_key("bookworm", "http://a") != cache_key("bookworm", "http://b")
+    assert cache_key("bookworm", "http://a") != cache_key("trixie", "http://a")
+
+
+@pytest.mark.e2e
+def test_base_debian_layout_is_read_by_umoci_and_cached(tmp_path: Path) -> None:
+    umoci = require_tool("umoci")
+    require_tool("debootstrap")
+    first = _cli("--out", str(tmp_path / "a"), "--json")
+    assert first.returncode == 0, first.stderr
+    second = _cli("--out", str(tmp_path / "b"), "--json")
+    assert second.returncode == 0, second.stderr
+    doc = json.loads(second.stdout)
+    assert doc["cached"] is True and doc["tag"] == "bookworm"
+    assert doc["cache_key"] == json.loads(first.stdout)["cache_key"]
+    tags = subprocess.run(
+        [umoci, "ls", "--layout", str(tmp_path / "b")], capture_output=True, text=True, check=True
+    )
+    assert tags.stdout.split() == ["bookworm"]
+    bundle = tmp_path / "bundle"
+    subprocess.run(
+        [umoci, "unpack", "--image", f"{tmp_path / 'b'}:bookworm", str(bundle)],
+        check=True,
+        capture_output=True,
+    )
+    rootfs = bundle / "rootfs"
+    for binary in ("usr/bin/python3", "usr/sbin/sshd", "usr/bin/sudo"):
+        assert (rootfs / binary).exists(), binary
+    assert not list((rootfs / "var/cache/apt/archives").glob("*.deb"))

@@ -1,0 +1,86 @@
+"""The host runtime payload: deterministic, bytecode-free, and runnable by a bare python3."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from builder.deploy import provision, stage_payload
+from builder.payload import PayloadFile
+from builder.runtime_payload import LAUNCHER_PATH, LIB_DIR, host_runtime_files
+from tests.deploy_fixtures import DIRS, base_rootfs, rootfs
+
+__all__ = ["base_rootfs", "rootfs"]  # fixtures used below
+
+SYSTEM_PYTHON = Path("/usr/bin/python3")
+
+
+def _install(files: tuple[PayloadFile, ...], root: Path) -> None:
+    for f in files:
+        path = root / f.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(f.data)
+        os.chmod(path, f.mode)
+
+
+def test_runtime_files_are_deterministic_and_free_of_bytecode() -> None:
+    files = host_runtime_files()
+    assert files == host_runtime_files()
+    assert [f.path for f in files] == sorted(f.path for f in files)
+    paths = [f.path for f in files]
+    assert not [p for p in paths if "__pycache__" in p or p.endswith(".pyc")]
+    assert all(p.startswith(f"{LIB_DIR}/") or p == LAUNCHER_PATH for p in paths)
+    for needed in (
+        "builder/cli/__init__.py",
+        "click/__init__.py",
+        "pyrage/__init__.py",
+        "bech32/__init__.py",
+    ):
+        assert f"{LIB_DIR}/{needed}" in paths, needed
+    for build_only in ("jinja2/", "cryptography/", "pyinfra/", "packerpy/"):
+        assert not [p for p in paths if p.startswith(f"{LIB_DIR}/{build_only}")], build_only
+
+
+def test_launcher_runs_the_cli_with_an_isolated_interpreter() -> None:
+    launcher = next(f for f in host_runtime_files("/opt/py/bin/python3") if f.path == LAUNCHER_PATH)
+    assert launcher.mode == 0o755
+    text = launcher.data.decode()
+    assert text.startswith("#!/opt/py/bin/python3 -I\n")
+    assert f'sys.path.insert(0, "/{LIB_DIR}")' in text and "main()" in text
+
+
+def test_bare_system_python_imports_the_host_path_from_the_payload(tmp_path: Path) -> None:
+    if not SYSTEM_PYTHON.exists():
+        pytest.skip("no /usr/bin/python3 on this machine")
+    _install(host_runtime_files(), tmp_path)
+    lib = tmp_path / LIB_DIR
+    # -S: no site-packages at all, so only what the payload carries can be imported.
+    probe = (
+        f"import sys, pkgutil, importlib; sys.path.insert(0, {str(lib)!r}); import builder.host; "
+        "[importlib.import_module('builder.host.' + m.name) for m in pkgutil.iter_modules(builder.host.__path__)]; "
+        "import builder.agecrypt, builder.shares, builder.yamlfile, builder.cli; "
+        "print(builder.__file__)"
+    )
+    proc = subprocess.run(
+        [SYSTEM_PYTHON, "-I", "-S", "-c", probe], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(lib / "builder/__init__.py")
+
+
+@pytest.mark.e2e
+def test_image_runs_breakglass_with_its_own_python(rootfs: Path, tmp_path: Path) -> None:
+    staged = stage_payload(host_runtime_files(), DIRS, tmp_path / "staged", users=[])
+    assert provision(f"@chroot/{rootfs}", staged).changed > 0
+    proc = subprocess.run(
+        ["chroot", str(rootfs), "/usr/local/bin/breakglass", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("breakglass, version ")

@@ -1,0 +1,180 @@
+"""The Packer wrapper and backend: templates Packer accepts, offline builds, one-line failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from builder import packer
+from builder.deploy.stage import stage_payload
+from builder.errors import CheckFailed, InputError, ToolMissing
+from builder.packer_build import (
+    MANIFEST_NAME,
+    TEMPLATE_NAME,
+    build_with_packer,
+    check_section,
+    render_template,
+)
+from tests.conftest import require_tool
+from tests.deploy_fixtures import DIRS, base_rootfs, passwd_entry, rootfs, synthetic_payload
+
+__all__ = ["base_rootfs", "rootfs"]  # fixtures used below
+
+QEMU = {
+    "type": "qemu",
+    "name": "vm",
+    "iso_url": "https://cdimage.example/debian-12.iso",
+    "iso_checksum": "none",
+    "ssh_username": "debian",
+    "ssh_password": "{{user `ssh_password`}}",
+    "shutdown_command": "sudo poweroff",
+}
+
+
+def _null(target: str) -> dict[str, object]:
+    return {"builders": [{"type": "null", "communicator": "none"}], "provision_target": target}
+
+
+def test_event_parse_unescapes_packer_data() -> None:
+    e = packer.PackerEvent.parse("1795980822,,ui,message,    null: hi%!(PACKER_COMMA) there\\nnext")
+    assert e is not None and e.type == "ui" and e.text == "    null: hi, there\nnext"
+    assert packer.PackerEvent.parse("not machine readable") is None
+
+
+def test_first_error_prefers_deploy_cause_over_packer_summary() -> None:
+    lines = [
+        "1,,ui,message,    null: breakglass: error: provisioning @local failed: operation 'x': boom",
+        "2,,ui,error,Build 'null' errored: Script exited with non-zero exit status: 1",
+    ]
+    assert packer.first_error(lines) == "provisioning @local failed: operation 'x': boom"
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"builder": []}, r"unknown key 'builder' \(did you mean 'builders'\?\)"),
+        ({"builders": []}, "packer.builders must be a non-empty list"),
+        ({"builders": [{"name": "x"}]}, r"packer.builders\[0\] must be a mapping with a 'type'"),
+        ({"builders": [{"type": "null", "communicator": "none"}]}, "provision_target is required"),
+        ({"builders": [{"type": "qemu"}, {"type": "qemu"}]}, "unique 'name'"),
+    ],
+)
+def test_section_errors_are_one_line(section: dict[str, object], message: str) -> None:
+    with pytest.raises(InputError, match=message) as info:
+        check_section(section)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "section",
+    [
+        _null("@chroot//tmp/rootfs"),
+        {"builders": [QEMU], "variables": {"ssh_password": "changeme"}},
+        {
+            "builders": [QEMU, {"type": "null", "communicator": "none"}],
+            "provision_target": "@local",
+        },
+    ],
+)
+def test_generated_template_passes_packer_validate(
+    section: dict[str, object], tmp_path: Path
+) -> None:
+    require_tool("packer")
+    check_section(section)
+    staged = stage_payload(synthetic_payload(), DIRS, tmp_path / "staged")
+    template = render_template(section, staged, tmp_path / MANIFEST_NAME)
+    path = tmp_path / TEMPLATE_NAME
+    path.write_text(json.dumps(template))
+    packer.validate(path)
+    assert template["post-processors"] == [
+        {"type": "manifest", "output": str(tmp_path / MANIFEST_NAME), "strip_path": True}
+    ]
+
+
+def test_ssh_builder_is_provisioned_over_ssh_with_build_data(tmp_path: Path) -> None:
+    template = render_template({"builders": [QEMU]}, tmp_path, tmp_path / MANIFEST_NAME)
+    (prov,) = template["provisioners"]
+    assert prov["type"] == "shell-local" and prov["only"] == ["vm"]
+    script = "\n".join(prov["inline"])
+    assert "'@ssh/{{build `Host`}}'" in script and "--sudo" in script
+    assert "--port '{{build `Port`}}'" in script and "--user '{{build `User`}}'" in script
+    assert any("{{build `SSHPrivateKey`}}" in v for v in prov["environment_vars"])
+
+
+def test_missing_packer_binary_is_one_line_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    work = tmp_path / "work"
+    with pytest.raises(ToolMissing, match="packer is not installed") as info:
+        build_with_packer(_null("@local"), synthetic_payload(), DIRS, work)
+    assert "\n" not in str(info.value)
+    assert not work.exists()
+
+
+def test_invalid_builder_block_is_refused_by_packer_and_leaves_nothing(tmp_path: Path) -> None:
+    require_tool("packer")
+    section = {
+        "builders": [{"type": "null", "communicator": "none", "bogus_key": 1}],
+        "provision_target": "@local",
+    }
+    work = tmp_path / "work"
+    with pytest.raises(InputError) as info:
+        build_with_packer(section, synthetic_payload(), DIRS, work)
+    message = str(info.value)
+    assert message.startswith("packer rejected the template: ")
+    assert "bogus_key" in message and "\n" not in message
+    assert list(work.iterdir()) == []
+
+
+def test_unknown_builder_type_is_refused(tmp_path: Path) -> None:
+    require_tool("packer")
+    section = {"builders": [{"type": "no-such-builder"}]}
+    with pytest.raises(InputError, match=r"(?i)unknown builder no-such-builder"):
+        build_with_packer(section, synthetic_payload(), DIRS, tmp_path / "work")
+    assert list((tmp_path / "work").iterdir()) == []
+
+
+@pytest.mark.e2e
+def test_packer_null_build_provisions_chroot(rootfs: Path, tmp_path: Path) -> None:
+    require_tool("packer")
+    events: list[packer.PackerEvent] = []
+    work = tmp_path / "work"
+    result = build_with_packer(
+        _null(f"@chroot/{rootfs}"), synthetic_payload(), DIRS, work, on_event=events.append
+    )
+    assert result.artifact_ids == ["Null"]
+    assert sorted(p.name for p in work.iterdir()) == [MANIFEST_NAME, TEMPLATE_NAME]
+    assert json.loads((work / TEMPLATE_NAME).read_text()) == result.template
+    assert any("breakglass: provisioned @chroot/" in e.text for e in events)
+    for f in synthetic_payload():
+        st = (rootfs / f.path).stat()
+        assert (rootfs / f.path).read_bytes() == f.data
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (f.mode, 0, 0)
+    shadow = passwd_entry(rootfs, "breakglass", "shadow")
+    assert shadow is not None and shadow[1] == "!"
+
+    # A second build finds nothing to change.
+    events.clear()
+    build_with_packer(
+        _null(f"@chroot/{rootfs}"), synthetic_payload(), DIRS, work, on_event=events.append
+    )
+    assert any(", 0 changed" in e.text or ": 0 changed" in e.text for e in events)
+
+
+@pytest.mark.e2e
+def test_failed_provisioning_is_one_line_and_leaves_no_output(rootfs: Path, tmp_path: Path) -> None:
+    require_tool("packer")
+    work = tmp_path / "work"
+    bad = synthetic_payload(b"breakglass ALL=(root NOPASSWD\n")
+    with pytest.raises(CheckFailed) as info:
+        build_with_packer(_null(f"@chroot/{rootfs}"), bad, DIRS, work)
+    message = str(info.value)
+    assert message.startswith("packer build failed: provisioning @chroot/")
+    assert "validate /etc/sudoers.d/breakglass" in message and "\n" not in message
+    assert list(work.iterdir()) == []
+    assert not os.path.exists(rootfs / "etc/sudoers.d/breakglass")
