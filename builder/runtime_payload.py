@@ -33,7 +33,7 @@ LAUNCHER = """#!{python} -I
 import sys
 
 sys.path.insert(0, "/{lib}")
-from builder.cli import main
+from builder.entry import main
 
 main()
 """

@@ -1,0 +1,23 @@
+"""The console-script entry point.
+
+``breakglass host authorized-keys USER`` runs on every SSH login attempt
+(sshd's AuthorizedKeysCommand), so it is answered before click and the
+command modules are imported; anything it does not handle by itself falls
+through to the full CLI.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    if sys.argv[1:3] == ["host", "authorized-keys"]:
+        from builder.host.authorized_keys import fast_main
+
+        code = fast_main(sys.argv[3:])
+        if code is not None:
+            sys.exit(code)
+    from builder.cli import main as cli_main
+
+    cli_main()

@@ -1,0 +1,208 @@
+"""The host's audit log: JSON Lines, each event chained to the hash of the line before it.
+
+Each line is the canonical JSON of ``{seq, time, event, actor, request_id,
+scope, details, prev}``; ``prev`` is ``sha256:<hex>`` of the previous line's
+bytes (newline included), and of ``b""`` for the first line. ``audit.head``
+beside the log records the last appended ``seq`` and line hash, so that an
+edit or removal of the final lines is found too; for anchoring outside the
+host, ``verify`` returns the head hash to copy into an incident ticket.
+
+No secret is ever passed to ``append``: details carry names, digests and
+reasons only. Appends hold the host lock (``builder.host.state``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from builder.canonical import digest, dumps
+from builder.errors import CheckFailed, StateError
+from builder.fsio import write_atomic
+from builder.host.layout import Layout
+from builder.request import format_time
+
+GENESIS = digest(b"")
+FIELDS = ("seq", "time", "event", "actor", "request_id", "scope", "details", "prev")
+
+
+def actor() -> str:
+    """Who runs this command: the sudo user if any, else the effective user."""
+    import pwd
+
+    sudo = os.environ.get("SUDO_USER")
+    try:
+        name = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        name = f"uid:{os.geteuid()}"
+    return f"{sudo} (via {name})" if sudo else name
+
+
+def _last_line(path_fd: int) -> bytes | None:
+    """The log's final line, read backwards from the end so appends stay O(1)."""
+    size = os.lseek(path_fd, 0, os.SEEK_END)
+    if size == 0:
+        return None
+    chunk = 4096
+    buf = b""
+    pos = size
+    while pos > 0:
+        step = min(chunk, pos)
+        pos -= step
+        buf = os.pread(path_fd, step, pos) + buf
+        if buf.count(b"\n") >= 2 or pos == 0:
+            break
+        chunk *= 2
+    body = buf[:-1] if buf.endswith(b"\n") else buf
+    return body[body.rfind(b"\n") + 1 :] + (b"\n" if buf.endswith(b"\n") else b"")
+
+
+def append(
+    layout: Layout,
+    now: datetime,
+    event: str,
+    *,
+    request_id: str | None = None,
+    scope: str | None = None,
+    details: Mapping[str, Any] | None = None,
+    who: str | None = None,
+) -> str:
+    """Append one event, fsynced, and return its line hash.
+
+    Raises StateError when the log cannot be written or its tail is unreadable:
+    callers that must not proceed unaudited (activation) stop there.
+    """
+    try:
+        layout.state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(layout.audit, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
+    except OSError as e:
+        raise StateError(f"cannot write the audit log ({e.strerror})") from None
+    try:
+        last = _last_line(fd)
+        if last is None:
+            seq, prev = 1, GENESIS
+        else:
+            try:
+                seq = int(json.loads(last)["seq"]) + 1
+            except (ValueError, KeyError, TypeError):
+                raise StateError(
+                    "the audit log's last line is unreadable; run `host audit verify`"
+                ) from None
+            prev = digest(last)
+        line = dumps(
+            {
+                "seq": seq,
+                "time": format_time(now),
+                "event": event,
+                "actor": who if who is not None else actor(),
+                "request_id": request_id,
+                "scope": scope,
+                "details": dict(details or {}),
+                "prev": prev,
+            }
+        )
+        os.write(fd, line)
+        os.fsync(fd)
+    except OSError as e:
+        raise StateError(f"cannot write the audit log ({e.strerror})") from None
+    finally:
+        os.close(fd)
+    head = digest(line)
+    try:
+        write_atomic(layout.audit_head, dumps({"seq": seq, "head": head}), mode=0o640)
+    except OSError as e:
+        raise StateError(f"cannot write the audit head ({e.strerror})") from None
+    return head
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A log that verified: how many events, and the hash of the last line."""
+
+    events: int
+    head: str
+
+
+def verify(layout: Layout, *, expect_head: str | None = None) -> Verified:
+    """Check every line's encoding, sequence and chain; raises CheckFailed at the first bad line.
+
+    With ``expect_head`` (a hash anchored elsewhere), that hash must be some line of the log.
+    """
+    try:
+        data = layout.audit.read_bytes()
+    except FileNotFoundError:
+        data = b""
+    except OSError as e:
+        raise CheckFailed(f"cannot read the audit log ({e.strerror})") from None
+    prev = GENESIS
+    hashes: list[str] = []
+    lines = data.splitlines(keepends=True)
+    for n, line in enumerate(lines, start=1):
+        where = f"audit log line {n}"
+        if not line.endswith(b"\n"):
+            raise CheckFailed(f"{where}: truncated (no newline)")
+        try:
+            event = json.loads(line)
+        except ValueError:
+            raise CheckFailed(f"{where}: not json") from None
+        if not isinstance(event, dict) or tuple(sorted(event)) != tuple(sorted(FIELDS)):
+            raise CheckFailed(f"{where}: not an audit event")
+        if dumps(event) != line:
+            raise CheckFailed(f"{where}: not in canonical form (edited)")
+        if event["seq"] != n:
+            raise CheckFailed(f"{where}: sequence number {event['seq']} where {n} was expected")
+        if event["prev"] != prev:
+            if n == 1:
+                raise CheckFailed(f"{where}: does not start the chain (lines removed before it)")
+            raise CheckFailed(
+                f"audit log line {n - 1}: edited, or lines removed or moved after it "
+                f"(line {n} does not chain to it)"
+            )
+        prev = digest(line)
+        hashes.append(prev)
+    _check_head(layout, hashes)
+    if expect_head is not None and expect_head not in hashes:
+        raise CheckFailed("the anchored head hash is not in the audit log")
+    return Verified(len(hashes), prev)
+
+
+def _check_head(layout: Layout, hashes: list[str]) -> None:
+    try:
+        raw = layout.audit_head.read_bytes()
+    except FileNotFoundError:
+        if hashes:
+            raise CheckFailed("audit head record is missing") from None
+        return
+    try:
+        head = json.loads(raw)
+        seq, value = int(head["seq"]), str(head["head"])
+    except (ValueError, KeyError, TypeError):
+        raise CheckFailed("audit head record is malformed") from None
+    # A crash between the append and the head update leaves the head one line behind: accepted.
+    if seq < 1:
+        raise CheckFailed("audit head record is malformed")
+    if seq > len(hashes):
+        raise CheckFailed(
+            f"audit log ends at line {len(hashes)} but the head records line {seq} (lines removed)"
+        )
+    if hashes[seq - 1] != value or seq < len(hashes) - 1:
+        raise CheckFailed(f"audit log line {seq}: does not match the recorded head (edited)")
+
+
+def read_events(layout: Layout) -> list[dict[str, Any]]:
+    """Every event as parsed JSON, for ``audit show``; unparsable lines are CheckFailed."""
+    try:
+        data = layout.audit.read_bytes()
+    except FileNotFoundError:
+        return []
+    events = []
+    for n, line in enumerate(data.splitlines(), start=1):
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            raise CheckFailed(f"audit log line {n}: not json") from None
+    return events

@@ -1,0 +1,193 @@
+"""What the host reads from its image: the manifest and the sealed bundle.
+
+The one place the host runtime reads ``etc/breakglass/manifest.json`` and
+``etc/breakglass/sealed.yaml``, reduced to the fields the runtime uses. The
+sealed bundle is parsed by ``builder.bundle`` after its bytes are checked
+against the digest the manifest records. The manifest is read here with
+``json`` (and checked to be canonical) rather than through
+``builder.manifest``, which pulls in the spec and YAML layers: status,
+request and unseal should not pay for them on every call.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from builder.canonical import digest, dumps
+from builder.errors import CheckFailed, InputError
+from builder.host.layout import AGENTS, Layout
+from builder.request import ShareGroup
+
+
+@dataclass(frozen=True)
+class Approver:
+    name: str
+    recipient: str
+    signing_key: str
+
+
+@dataclass(frozen=True)
+class Credential:
+    name: str
+    kind: str
+    public: str | None
+
+
+@dataclass(frozen=True)
+class Scope:
+    name: str
+    max_ttl_seconds: int
+    unseal_recipient: str
+    emergency_user: str | None
+    credentials: tuple[Credential, ...]
+
+
+@dataclass(frozen=True)
+class Agent:
+    name: str
+    scope: str
+    config_name: str
+    breakglass: str  # path of the dormant overlay, relative to the root
+
+
+@dataclass(frozen=True)
+class HostImage:
+    """The manifest as the host runtime sees it."""
+
+    name: str
+    version: str
+    manifest_digest: str
+    bundle_digest: str
+    approvers: dict[str, Approver]
+    request_lifetime_seconds: int
+    on_activate: tuple[str, ...] | None
+    scopes: dict[str, Scope]
+    agents: tuple[Agent, ...]
+
+    def scope(self, name: str) -> Scope:
+        """The named scope; raises InputError when the image does not have it."""
+        try:
+            return self.scopes[name]
+        except KeyError:
+            known = ", ".join(sorted(self.scopes)) or "none"
+            raise InputError(f"the image has no scope {name!r} (it has: {known})") from None
+
+
+@dataclass(frozen=True)
+class SealedScope:
+    """One scope of the sealed bundle: ciphertext only."""
+
+    name: str
+    unseal_recipient: str
+    group_threshold: int
+    groups: tuple[ShareGroup, ...]
+    shares: dict[str, str]
+    credentials: dict[str, str]  # credential name -> age ciphertext to the unseal key
+
+
+def _get(doc: Any, key: str, kind: type | tuple[type, ...], what: str) -> Any:
+    if not isinstance(doc, dict) or key not in doc or not isinstance(doc[key], kind):
+        raise InputError(f"manifest: {what}{key} is missing or malformed")
+    return doc[key]
+
+
+def load_image(layout: Layout) -> HostImage:
+    """Parse the image's manifest; raises InputError when it is missing or malformed."""
+    try:
+        raw = layout.manifest.read_bytes()
+    except OSError as e:
+        raise InputError(
+            f"cannot read the image manifest ({e.strerror})", where=str(layout.manifest)
+        ) from None
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise InputError("the image manifest is not json", where=str(layout.manifest)) from None
+    if dumps(doc) != raw:
+        raise CheckFailed(
+            "the image manifest is not in canonical form", hint="the image was altered"
+        )
+    image = _get(doc, "image", dict, "")
+    policy = _get(doc, "policy", dict, "")
+    approvers = {}
+    for a in _get(policy, "approvers", list, "policy."):
+        name = _get(a, "name", str, "approver ")
+        approvers[name] = Approver(
+            name, _get(a, "recipient", str, "approver "), _get(a, "signing_key", str, "approver ")
+        )
+    if not approvers:
+        raise InputError("manifest: the policy lists no approvers")
+    hook = policy.get("on_activate")
+    if hook is not None and (
+        not isinstance(hook, list) or not hook or not all(isinstance(x, str) for x in hook)
+    ):
+        raise InputError("manifest: policy.on_activate must be null or a list of strings")
+    scopes = {}
+    for s in _get(doc, "scopes", list, ""):
+        creds = tuple(
+            Credential(
+                _get(c, "name", str, "credential "),
+                _get(c, "kind", str, "credential "),
+                c.get("public"),
+            )
+            for c in _get(s, "credentials", list, "scope ")
+        )
+        name = _get(s, "name", str, "scope ")
+        if name == AGENTS or name.startswith("."):
+            raise InputError(f"manifest: scope name {name!r} is reserved on the host")
+        scopes[name] = Scope(
+            name=name,
+            max_ttl_seconds=_get(s, "max_ttl_seconds", int, "scope "),
+            unseal_recipient=_get(s, "unseal_recipient", str, "scope "),
+            emergency_user=s.get("emergency_user"),
+            credentials=creds,
+        )
+    agents = tuple(
+        Agent(
+            _get(a, "name", str, "agent "),
+            _get(a, "scope", str, "agent "),
+            _get(a, "config_name", str, "agent "),
+            _get(a, "breakglass", str, "agent "),
+        )
+        for a in doc.get("agents") or []
+    )
+    return HostImage(
+        name=_get(image, "name", str, "image."),
+        version=_get(image, "version", str, "image."),
+        manifest_digest=digest(raw),
+        bundle_digest=_get(_get(doc, "sealed_bundle", dict, ""), "digest", str, "sealed_bundle."),
+        approvers=approvers,
+        request_lifetime_seconds=_get(policy, "request_lifetime_seconds", int, "policy."),
+        on_activate=tuple(hook) if hook else None,
+        scopes=scopes,
+        agents=agents,
+    )
+
+
+def load_sealed_scope(layout: Layout, image: HostImage, scope: str) -> SealedScope:
+    """The named scope of the sealed bundle, after checking the bundle's digest against the manifest.
+
+    Raises CheckFailed when the bundle differs from what the manifest records,
+    InputError when it is malformed or lacks the scope.
+    """
+    try:
+        raw = layout.bundle.read_bytes()
+    except OSError as e:
+        raise InputError(
+            f"cannot read the sealed bundle ({e.strerror})", where=str(layout.bundle)
+        ) from None
+    if digest(raw) != image.bundle_digest:
+        raise CheckFailed("the sealed bundle does not match the digest in the image manifest")
+    from builder.bundle import SealedBundle  # YAML: only the request and unseal paths need it
+
+    sealed = SealedBundle.from_bytes(raw, str(layout.bundle)).scope(scope)
+    return SealedScope(
+        name=sealed.name,
+        unseal_recipient=sealed.unseal_recipient,
+        group_threshold=sealed.group_threshold,
+        groups=tuple(ShareGroup(g.name, g.threshold, tuple(g.members)) for g in sealed.groups),
+        shares=dict(sealed.shares),
+        credentials={c.name: c.ciphertext for c in sealed.credentials},
+    )

@@ -1,0 +1,89 @@
+"""Where the host keeps things under ``--root``, and the test-only crash hook.
+
+State and audit log live under ``var/lib/breakglass/``; plaintext only under
+``run/breakglass/`` (tmpfs on a real host, mode 0700, files 0600).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+MANIFEST = "etc/breakglass/manifest.json"
+BUNDLE = "etc/breakglass/sealed.yaml"
+STATE_DIR = "var/lib/breakglass"
+RUNTIME_DIR = "run/breakglass"
+AGENTS = "agents"  # run/breakglass/agents/AGENT/CONFIG: the active break-glass overlays
+EPHEMERAL_PREFIX = ".request-"  # run/breakglass/.request-ID.key: a pending request's identity
+
+CRASH_ENV = "BREAKGLASS_TEST_CRASH_AT"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The host's paths under one root directory."""
+
+    root: Path
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / MANIFEST
+
+    @property
+    def bundle(self) -> Path:
+        return self.root / BUNDLE
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / STATE_DIR
+
+    @property
+    def state(self) -> Path:
+        return self.state_dir / "state.json"
+
+    @property
+    def audit(self) -> Path:
+        return self.state_dir / "audit.jsonl"
+
+    @property
+    def audit_head(self) -> Path:
+        return self.state_dir / "audit.head"
+
+    @property
+    def lock(self) -> Path:
+        return self.state_dir / "lock"
+
+    @property
+    def requests(self) -> Path:
+        return self.state_dir / "requests"
+
+    def request_file(self, request_id: str) -> Path:
+        return self.requests / f"{request_id}.json"
+
+    def approvals_dir(self, request_id: str) -> Path:
+        return self.requests / f"{request_id}.approvals"
+
+    @property
+    def runtime(self) -> Path:
+        return self.root / RUNTIME_DIR
+
+    def ephemeral_identity(self, request_id: str) -> Path:
+        return self.runtime / f"{EPHEMERAL_PREFIX}{request_id}.key"
+
+    def credential(self, scope: str, name: str) -> Path:
+        return self.runtime / scope / name
+
+    def overlay(self, agent: str, config_name: str) -> Path:
+        return self.runtime / AGENTS / agent / config_name
+
+
+def crash_point(name: str) -> None:
+    """Test-only fault injection: SIGKILL this process when BREAKGLASS_TEST_CRASH_AT names ``name``.
+
+    The crash tests set the variable to prove that the next command recovers
+    from a kill at that step. It can only stop the process, never skip a check.
+    """
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,259 @@
+"""``host unseal``: check approvals, and at quorum combine the shares and open one scope.
+
+Each approval must be signed by that approver's key from the image manifest
+(namespace ``breakglass-approval``), name this request's id and digest, carry
+the request's ``not_after`` and not be past it, come from an approver who is
+not the requester and not yet counted, and hold a share that decrypts with
+the request's ephemeral identity. Every refusal is audited with its reason.
+
+Activation order, chosen so that a crash at any step is recoverable (see
+``builder.host.expire``): audit ``activating`` (refuse if the log cannot be
+written) -> decrypt the scope's credentials into ``run/breakglass/SCOPE/`` ->
+copy the scope's agent overlays -> delete the ephemeral identity -> state
+ACTIVE, scope burned -> audit ``activated`` -> optional ``on_activate`` hook.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from builder import agecrypt, sshsig
+from builder import shares as share_layer
+from builder.canonical import dumps
+from builder.errors import BreakglassError, CheckFailed, InputError, StateError
+from builder.fsio import write_atomic
+from builder.host import audit, state, wipe
+from builder.host.expire import session
+from builder.host.image import HostImage, load_image, load_sealed_scope
+from builder.host.layout import Layout, crash_point
+from builder.host.state import ACTIVE, PENDING, Active, HostState
+from builder.request import Approval, UnsealRequest, format_time, load_approval, quorum_met
+from builder.secret import Secret
+
+HOOK_TIMEOUT_SECONDS = 10
+
+
+@dataclass(frozen=True)
+class UnsealResult:
+    phase: str
+    request_id: str
+    scope: str
+    approvals: tuple[str, ...]
+    needed: int
+    expires_at: datetime | None
+    refused: tuple[str, ...]
+
+
+class _Refused(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _check(
+    approval: Approval, request: UnsealRequest, image: HostImage, identity: list[Any], now: datetime
+) -> Secret:
+    """Verify one approval against its request; return the decrypted share or raise _Refused."""
+    if approval.request_id != request.id:
+        raise _Refused("approval is for another request")
+    if approval.request_digest != request.digest:
+        raise _Refused("approval names a different request digest")
+    if approval.approver == request.requester:
+        raise _Refused("the requester cannot approve their own request")
+    approver = image.approvers.get(approval.approver)
+    if approver is None or approval.approver not in request.shares:
+        raise _Refused("approver is not in the image's policy")
+    if approval.not_after != request.not_after:
+        raise _Refused("approval expiry does not match the request")
+    if now > approval.not_after:
+        raise _Refused("approval has expired")
+    try:
+        sshsig.verify(
+            approval.signed_bytes(), approval.signature, {approval.approver: approver.signing_key},
+            sshsig.APPROVAL_NAMESPACE, identity=approval.approver,
+        )  # fmt: skip
+    except CheckFailed:
+        raise _Refused("approval signature does not verify with the approver's key") from None
+    try:
+        return agecrypt.decrypt(approval.share, identity, what="the approval's share")
+    except InputError:
+        raise _Refused("approval share does not decrypt with the request's identity") from None
+
+
+def unseal(root: Path, now: datetime, request_id: str, sources: list[str]) -> UnsealResult:
+    """Add approvals to the pending request; activate its scope once the quorum is met.
+
+    Raises StateError when the request is not the pending one, CheckFailed when
+    an approval is refused and no activation followed, or when the combined
+    shares do not give the scope's unseal key.
+    """
+    with session(root, now) as (layout, current):
+        p = current.pending
+        if current.phase != PENDING or p is None or p.request_id != request_id:
+            audit.append(layout, now, "approval-refused", request_id=request_id,
+                         details={"reason": f"request is not pending (host is {current.phase})"})  # fmt: skip
+            raise StateError(f"request {request_id[:64]} is not pending (host is {current.phase})")
+        image = load_image(layout)
+        request = UnsealRequest.from_dict(_json(layout.request_file(request_id)))
+        identity = agecrypt.load_identities(layout.ephemeral_identity(request_id))
+        accepted: dict[str, Secret] = {}
+        for name in p.approvals:
+            stored = Approval.from_dict(_json(layout.approvals_dir(request_id) / f"{name}.json"))
+            try:
+                accepted[name] = _check(stored, request, image, identity, now)
+            except _Refused as e:
+                raise CheckFailed(
+                    f"stored approval of {name} no longer verifies ({e.reason})"
+                ) from None
+        refused: list[str] = []
+        for source in sources:
+            reason, approval = None, None
+            try:
+                approval = load_approval(source)
+                if approval.approver in accepted:
+                    raise _Refused("approver already counted")
+                accepted[approval.approver] = _check(approval, request, image, identity, now)
+            except (_Refused, InputError) as e:
+                reason = (
+                    e.reason if isinstance(e, _Refused) else f"malformed approval ({e.message})"
+                )
+            who = approval.approver if approval else None
+            if reason is not None:
+                refused.append(reason)
+                audit.append(layout, now, "approval-refused", request_id=request_id, scope=p.scope,
+                             details={"approver": who, "reason": reason})  # fmt: skip
+                continue
+            assert approval is not None
+            write_atomic(
+                layout.approvals_dir(request_id) / f"{approval.approver}.json", approval.canonical()
+            )
+            current = replace(
+                current, pending=replace(p, approvals=(*p.approvals, approval.approver))
+            )
+            p = current.pending
+            assert p is not None
+            state.save(root, current)
+            audit.append(layout, now, "approval-accepted", request_id=request_id, scope=p.scope,
+                         details={"approver": approval.approver, "approval_digest": approval.digest,
+                                  "count": len(p.approvals), "needed": p.needed})  # fmt: skip
+        if not quorum_met(request.group_threshold, request.groups, set(accepted)):
+            if refused:
+                raise CheckFailed(f"approval refused: {refused[0]}")
+            return UnsealResult(PENDING, request_id, p.scope, p.approvals, p.needed, None, ())
+        crash_point("unseal-before-activate")
+        new = _activate(layout, current, image, request, list(accepted.values()), now)
+        a = new.active
+        assert a is not None
+        return UnsealResult(
+            ACTIVE, request_id, a.scope, p.approvals, p.needed, a.expires_at, tuple(refused)
+        )
+
+
+def _json(path: Path) -> object:
+    import json
+
+    try:
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        raise InputError("unreadable host request record", where=str(path)) from None
+
+
+def _activate(
+    layout: Layout,
+    current: HostState,
+    image: HostImage,
+    request: UnsealRequest,
+    shares: list[Secret],
+    now: datetime,
+) -> HostState:
+    scope = image.scope(request.scope)
+    approvers = sorted(current.pending.approvals) if current.pending else []
+    try:
+        unseal_identity = agecrypt.identity_from_secret(share_layer.combine(shares))
+        if agecrypt.public_of(unseal_identity) != scope.unseal_recipient:
+            raise CheckFailed("the combined shares do not give this scope's unseal key")
+        sealed = load_sealed_scope(layout, image, request.scope)
+        if sealed.unseal_recipient != scope.unseal_recipient:
+            raise CheckFailed("the sealed bundle and the manifest disagree on the unseal key")
+    except BreakglassError as e:
+        audit.append(layout, now, "activation-refused", request_id=request.id, scope=request.scope,
+                     details={"reason": e.message})  # fmt: skip
+        raise
+    # the intent is on record before any plaintext exists; no audit, no activation
+    audit.append(layout, now, "activating", request_id=request.id, scope=request.scope,
+                 details={"approvers": approvers})  # fmt: skip
+    crash_point("unseal-after-intent")
+    written: list[str] = []
+    try:
+        for n, cred in enumerate(scope.credentials):
+            plaintext = agecrypt.decrypt(
+                sealed.credentials[cred.name], [unseal_identity], what=f"credential {cred.name}"
+            )
+            path = layout.credential(scope.name, cred.name)
+            wipe.write_private(layout, path, plaintext.reveal())
+            written.append(str(path.relative_to(layout.root)))
+            if n == 0:
+                crash_point("unseal-mid-decrypt")
+        crash_point("unseal-after-credentials")
+        for agent in image.agents:
+            if agent.scope == scope.name:
+                path = layout.overlay(agent.name, agent.config_name)
+                wipe.write_private(layout, path, (layout.root / agent.breakglass).read_bytes())
+                written.append(str(path.relative_to(layout.root)))
+        crash_point("unseal-after-overlays")
+    except (BreakglassError, OSError, KeyError) as e:
+        wipe.wipe(layout, [layout.root / f for f in written])
+        reason = (
+            e.message
+            if isinstance(e, BreakglassError)
+            else f"cannot write plaintext ({type(e).__name__})"
+        )
+        audit.append(layout, now, "activation-failed", request_id=request.id, scope=request.scope,
+                     details={"reason": reason})  # fmt: skip
+        raise CheckFailed(f"activation failed: {reason}") from None
+    wipe.wipe_file(layout.ephemeral_identity(request.id))
+    crash_point("unseal-after-identity")
+    expires_at = now + timedelta(seconds=request.ttl_seconds)
+    new = replace(
+        current,
+        phase=ACTIVE,
+        pending=None,
+        active=Active(request.id, scope.name, now, expires_at, tuple(sorted(written))),
+        burned={**current.burned, scope.name: request.id},
+    )
+    state.save(layout.root, new)
+    crash_point("unseal-after-state")
+    event = {
+        "event": "activated", "request_id": request.id, "scope": scope.name,
+        "expires_at": format_time(expires_at), "approvers": approvers, "requester": request.requester,
+        "reason": request.reason, "image": {"name": image.name, "version": image.version},
+    }  # fmt: skip
+    audit.append(layout, now, "activated", request_id=request.id, scope=scope.name,
+                 details={"expires_at": event["expires_at"], "approvers": approvers,
+                          "files": list(new.active.files) if new.active else []})  # fmt: skip
+    crash_point("unseal-after-activated")
+    if image.on_activate:
+        _run_hook(layout, now, image.on_activate, event)
+    return new
+
+
+def _run_hook(layout: Layout, now: datetime, argv: tuple[str, ...], event: dict[str, Any]) -> None:
+    """Run the alert hook with the event on stdin; its failure is audited, never fatal."""
+    try:
+        proc = subprocess.run(
+            list(argv),
+            input=dumps(event),
+            capture_output=True,
+            timeout=HOOK_TIMEOUT_SECONDS,
+            check=False,
+        )
+        details: dict[str, Any] = {"argv0": argv[0], "exit": proc.returncode}
+    except (OSError, subprocess.TimeoutExpired) as e:
+        details = {"argv0": argv[0], "error": type(e).__name__}
+    ok = details.get("exit") == 0
+    audit.append(layout, now, "hook-ok" if ok else "hook-failed", request_id=str(event["request_id"]),
+                 scope=str(event["scope"]), details=details)  # fmt: skip

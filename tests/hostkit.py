@@ -1,0 +1,219 @@
+"""Test kit for the host runtime: approver keys, a really built image root, approvals.
+
+``build_image`` writes a spec with freshly generated approver keys (age
+identities and ssh-ed25519 signing keys), seals it with ``builder.seal``,
+plans the build with ``builder.build.plan`` and writes every payload file
+into a root directory, exactly the files the OCI layer carries. Tests copy
+that root (``clone``) so each starts DORMANT with no state.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder import agecrypt
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = str(REPO / ".venv/bin/python") if (REPO / ".venv/bin/python").exists() else sys.executable
+APPROVERS = ("alice", "bob", "carol")
+REQUESTER = "dave"
+EMERGENCY_USER = "breakglass"
+
+
+@dataclass(frozen=True)
+class ApproverKeys:
+    name: str
+    identity: Path  # age identity file
+    signing_key: Path  # ssh-ed25519 private key
+    recipient: str
+    signing_pub: str
+
+
+@dataclass(frozen=True)
+class Image:
+    root: Path
+    approvers: dict[str, ApproverKeys]
+    emergency_user: str
+
+    @property
+    def manifest(self) -> dict[str, object]:
+        doc: dict[str, object] = json.loads(
+            (self.root / "etc/breakglass/manifest.json").read_bytes()
+        )
+        return doc
+
+
+def make_keys(
+    directory: Path, names: tuple[str, ...] = (*APPROVERS, REQUESTER)
+) -> dict[str, ApproverKeys]:
+    """An age identity and an ssh-ed25519 signing key for each name (the requester too)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    keys = {}
+    for name in names:
+        identity = agecrypt.generate_x25519()
+        id_path = directory / f"{name}.age"
+        id_path.write_bytes(agecrypt.identity_text(identity).reveal() + b"\n")
+        id_path.chmod(0o600)
+        sk = directory / f"{name}.ssh"
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(sk)],
+            check=True,
+            stdin=subprocess.DEVNULL,
+        )
+        pub = sk.with_name(f"{name}.ssh.pub").read_text().strip()
+        keys[name] = ApproverKeys(name, id_path, sk, agecrypt.public_of(identity), pub)
+    return keys
+
+
+def _spec_text(
+    keys: dict[str, ApproverKeys], emergency_user: str, on_activate: list[str] | None
+) -> str:
+    approvers = "".join(
+        f"  - name: {n}\n    recipient: {keys[n].recipient}\n    signing_key: {keys[n].signing_pub}\n"
+        for n in APPROVERS
+    )
+    hook = f"  on_activate: {json.dumps(on_activate)}\n" if on_activate else ""
+    return f"""name: hostkit
+version: 1.0.0
+description: host runtime test image
+templates: {REPO / "templates"}
+approvers:
+{approvers}policy:
+  threshold: 2
+  max_ttl: 4h
+  request_lifetime: 30m
+  rotate_every: 90d
+{hook}scopes:
+  - name: ssh-emergency
+    description: emergency login
+    max_ttl: 1h
+    emergency_user: {emergency_user}
+  - name: agent-backup
+    description: agent backup route
+    max_ttl: 4h
+credentials:
+  - name: emergency-ssh-key
+    scope: ssh-emergency
+    generate: ssh-ed25519
+  - name: deploy-token
+    scope: agent-backup
+    generate: token
+agents:
+  - name: deploy-agent
+    scope: agent-backup
+    config_name: agent.toml
+    templates:
+      normal: deploy-agent/normal.toml.j2
+      breakglass: deploy-agent/breakglass.toml.j2
+    vars:
+      identity_provider_url: https://idp.example.internal
+      service_url: https://deploy.example.internal
+      breakglass_url: https://deploy-direct.example.internal
+      client_id: deploy-agent
+"""
+
+
+def build_image(
+    workdir: Path,
+    keys: dict[str, ApproverKeys],
+    *,
+    emergency_user: str = EMERGENCY_USER,
+    on_activate: list[str] | None = None,
+) -> Image:
+    """Seal and build a 2-of-3 image and unpack its payload into ``workdir/root``."""
+    from builder.build import plan
+    from builder.seal import seal
+    from builder.spec import load_spec
+
+    src = workdir / "src"
+    src.mkdir(parents=True)
+    spec_path = src / "hostkit.yaml"
+    spec_path.write_text(_spec_text(keys, emergency_user, on_activate))
+    spec = load_spec(spec_path)
+    seal(spec, dt.datetime.now(dt.UTC), rotate=False)
+    built = plan(spec)
+    root = workdir / "root"
+    for f in built.files:
+        path = root / f.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(f.data)
+        path.chmod(f.mode)
+    for d, mode in built.dirs.items():
+        (root / d).mkdir(parents=True, exist_ok=True, mode=mode)
+    return Image(root, keys, emergency_user)
+
+
+def clone(image: Image, dest: Path) -> Image:
+    """A fresh copy of a built root, so each test starts from a clean, DORMANT host."""
+    shutil.copytree(image.root, dest, symlinks=True)
+    return Image(dest, image.approvers, image.emergency_user)
+
+
+def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+        input: bytes | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """Run ``python -m builder ARGS`` as a separate process, text output."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [PYTHON, "-m", "builder", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd or REPO,
+        input=input.decode() if input is not None else None,
+        check=False,
+    )
+
+
+def approve(request_file: Path, keys: ApproverKeys, out: Path) -> subprocess.CompletedProcess[str]:
+    """``breakglass approve`` for one approver, non-interactively."""
+    return run(
+        "approve", str(request_file), "--identity", str(keys.identity), "--signing-key",
+        str(keys.signing_key), "--approver", keys.name, "--yes", "--out", str(out),
+    )  # fmt: skip
+
+
+def plaintext_files(root: Path) -> list[str]:
+    """Every file under run/breakglass/ except a pending request's ephemeral identity."""
+    runtime = root / "run/breakglass"
+    if not runtime.exists():
+        return []
+    return sorted(
+        str(p.relative_to(root))
+        for p in runtime.rglob("*")
+        if p.is_file() and not p.name.startswith(".request-")
+    )
+
+
+_CACHE: dict[str, Image] = {}
+
+
+def shared_image(variant: str = "default", **kwargs: object) -> Image:
+    """One built image per variant for the whole test run (sealing and building once)."""
+    if variant not in _CACHE:
+        import atexit
+        import tempfile
+
+        work = Path(tempfile.mkdtemp(prefix="breakglass-hostkit-"))
+        atexit.register(shutil.rmtree, work, True)
+        keys = make_keys(work / "keys")
+        _CACHE[variant] = build_image(work / "build", keys, **kwargs)  # type: ignore[arg-type]
+    return _CACHE[variant]
+
+
+def lib_approve(request: object, keys: ApproverKeys, now: dt.datetime) -> str:
+    """An approval made through the library with a frozen clock, as an armored line."""
+    from builder.approve import approve as make
+    from builder.request import UnsealRequest
+
+    assert isinstance(request, UnsealRequest)
+    approval = make(
+        request, approver=keys.name, identity=keys.identity, signing_key=keys.signing_key, now=now
+    )
+    return approval.armored()

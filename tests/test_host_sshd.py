@@ -1,0 +1,147 @@
+"""A real OpenSSH sshd asks ``host authorized-keys``: no login while DORMANT, login while ACTIVE,
+none after expiry.
+
+Needs root (sshd, a temporary local account). The emergency account
+``breakglass`` is created for the test when it does not exist, and removed
+afterwards; the privilege-separation directory ``/run/sshd`` is created if missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from builder.host.request import open_request
+from builder.host.unseal import unseal
+from tests import hostkit
+from tests.conftest import require_tool
+
+pytestmark = pytest.mark.e2e
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _emergency_account(name: str) -> Iterator[None]:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+        created = False
+    except KeyError:
+        subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], check=True)
+        created = True
+    # "*" is no password rather than a locked account, so sshd allows key login
+    subprocess.run(["usermod", "-p", "*", name], check=True)
+    try:
+        yield
+    finally:
+        if created:
+            subprocess.run(["userdel", "-r", name], check=False, capture_output=True)
+
+
+@contextlib.contextmanager
+def _sshd(root: Path) -> Iterator[int]:
+    sshd = require_tool("sshd")
+    # AuthorizedKeysCommand must sit on a root-owned path that nobody else can write (not /tmp)
+    work = Path(tempfile.mkdtemp(prefix="breakglass-sshd-", dir="/run"))
+    try:
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(work / "host_key")],
+            check=True,
+        )
+        wrapper = work / "breakglass"
+        wrapper.write_text(f'#!/bin/sh\nexec {hostkit.PYTHON} -m builder "$@" --root {root}\n')
+        wrapper.chmod(0o755)
+        dropin = (root / "etc/ssh/sshd_config.d/50-breakglass.conf").read_text()
+        assert "AuthorizedKeysCommand /usr/local/bin/breakglass host authorized-keys %u" in dropin
+        (work / "50-breakglass.conf").write_text(
+            dropin.replace("/usr/local/bin/breakglass", str(wrapper))
+        )
+        port = _free_port()
+        (work / "sshd_config").write_text(
+            f"ListenAddress 127.0.0.1\nHostKey {work / 'host_key'}\nPidFile {work / 'sshd.pid'}\n"
+            "UsePAM no\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+            f"AuthorizedKeysFile none\nInclude {work / '50-breakglass.conf'}\n"
+        )
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        proc = subprocess.Popen(
+            [sshd, "-D", "-e", "-f", str(work / "sshd_config"), "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                with (
+                    contextlib.suppress(OSError),
+                    socket.create_connection(("127.0.0.1", port), 0.2),
+                ):
+                    break
+                time.sleep(0.05)
+            yield port
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _login(port: int, key: Path, user: str) -> int:
+    return subprocess.run(
+        [
+            require_tool("ssh"), "-i", str(key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=5",
+            "-p", str(port), f"{user}@127.0.0.1", "true",
+        ],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    ).returncode  # fmt: skip
+
+
+def _activate(image: hostkit.Image, ttl: int) -> None:
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    req = open_request(
+        image.root, now, scope="ssh-emergency", ttl_seconds=ttl, reason="sshd", requester="dave"
+    )
+    approvals = [hostkit.lib_approve(req, image.approvers[n], now) for n in ("bob", "carol")]
+    assert unseal(image.root, now, req.id, approvals).phase == "ACTIVE"
+
+
+def test_sshd_admits_the_emergency_key_only_while_active(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("the sshd test must run as root in CI")
+        pytest.skip("needs root to run sshd and add a local account")
+    require_tool("ssh")
+    image = hostkit.clone(hostkit.shared_image(), tmp_path / "root")
+    user = image.emergency_user
+    # the responder's copy of the key, taken during an earlier window
+    _activate(image, 600)
+    key = tmp_path / "id_emergency"
+    shutil.copy(image.root / "run/breakglass/ssh-emergency/emergency-ssh-key", key)
+    key.chmod(0o600)
+    assert hostkit.run("host", "reseal", "--root", str(image.root)).returncode == 0
+    with _emergency_account(user), _sshd(image.root) as port:
+        assert _login(port, key, user) != 0  # DORMANT
+        _activate(image, 4)
+        activated = time.monotonic()
+        assert _login(port, key, user) == 0  # ACTIVE
+        time.sleep(max(0.0, 4.5 - (time.monotonic() - activated)))
+        assert _login(port, key, user) != 0  # expired, no timer
+    assert hostkit.plaintext_files(image.root) == []
