@@ -87,7 +87,30 @@ def load_bundle(spec: ImageSpec) -> tuple[SealedBundle, bytes]:
             where=str(path),
             hint=f"re-seal with `breakglass seal --rotate {spec.path}`",
         )
+    _check_matches_spec(bundle, spec, str(path))
     return bundle, data
+
+
+def _check_matches_spec(bundle: SealedBundle, spec: ImageSpec, where: str) -> None:
+    """The policy digest says what the bundle was sealed for; check the bundle holds just that."""
+    hint = f"re-seal with `breakglass seal --rotate {spec.path}`"
+    if sorted(s.name for s in bundle.scopes) != sorted(s.name for s in spec.scopes):
+        raise InputError("sealed bundle scopes differ from the spec's", where=where, hint=hint)
+    members = {m for g in spec.policy.groups for m in g.members}
+    for scope in bundle.scopes:
+        wanted = sorted(c.name for c in spec.credentials_of(scope.name))
+        if sorted(c.name for c in scope.credentials) != wanted:
+            raise InputError(
+                f"sealed scope '{scope.name}' holds other credentials than the spec names",
+                where=where,
+                hint=hint,
+            )
+        if set(scope.shares) != members:
+            raise InputError(
+                f"sealed scope '{scope.name}' has shares for other approvers than the spec's",
+                where=where,
+                hint=hint,
+            )
 
 
 def source_date_epoch(bundle: SealedBundle) -> int:

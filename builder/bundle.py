@@ -20,6 +20,7 @@ from builder.yamlfile import Node, loads, round_trip_yaml
 
 FORMAT = "breakglass-sealed-bundle/1"
 ARMOR_BEGIN = "-----BEGIN AGE ENCRYPTED FILE-----"
+ARMOR_END = "-----END AGE ENCRYPTED FILE-----"
 CREDENTIAL_KINDS = ("ssh-ed25519", "token", "password", "opaque")
 
 
@@ -211,6 +212,8 @@ def _armored(node: Node, what: str) -> str:
     text = node.text(what)
     if not text.lstrip().startswith(ARMOR_BEGIN):
         raise node.error(f"{what} is not an armored age file")
+    if not text.rstrip().endswith(ARMOR_END):
+        raise node.error(f"{what} in the sealed bundle is truncated armor (no end line)")
     return text
 
 

@@ -39,6 +39,10 @@ class ShareScheme(Protocol):
         """Recover the secret from enough shares; raises InputError otherwise."""
         ...
 
+    def check(self, share: Secret) -> None:
+        """Check one share is well formed (its checksum) without combining; raises InputError."""
+        ...
+
 
 # SLIP-39 encodes member and group indices in 4 bits
 _MAX_SHARES = 16
@@ -83,6 +87,12 @@ class Slip39:
             [Secret(w.encode("ascii")) for w in (group * g.count if g.threshold == 1 else group)]
             for g, group in zip(groups, words, strict=True)
         ]
+
+    def check(self, share: Secret) -> None:
+        try:
+            shamir_mnemonic.share.Share.from_mnemonic(share.reveal().decode("ascii"))
+        except (ValueError, UnicodeDecodeError, shamir_mnemonic.MnemonicError) as e:
+            raise InputError(f"not a valid SLIP-39 share ({_first_line(e)})") from None
 
     def combine(self, shares: Sequence[Secret]) -> Secret:
         if not shares:
@@ -136,3 +146,7 @@ def split(secret: Secret, group_threshold: int, groups: Sequence[GroupShape]) ->
 
 def combine(shares: Sequence[Secret]) -> Secret:
     return DEFAULT.combine(shares)
+
+
+def check(share: Secret) -> None:
+    DEFAULT.check(share)

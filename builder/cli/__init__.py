@@ -38,7 +38,10 @@ def main() -> None:
         if e.hint:
             click.echo(f"hint: {e.hint}", err=True)
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as e:
+        if isinstance(e.__cause__, KeyboardInterrupt):
+            click.echo("breakglass: error: interrupted", err=True)
+            sys.exit(130)
         click.echo("breakglass: error: aborted", err=True)
         sys.exit(1)
     except click.ClickException as e:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,8 +19,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _now() -> datetime:
-    # whole seconds: the state file records seconds, so a window can only end early, never late
-    return datetime.now(UTC).replace(microsecond=0)
+    from builder.host import clock
+
+    return clock.now()
 
 
 def _common(f: F) -> F:

@@ -17,6 +17,8 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+from builder.host.clock import FROZEN_ENV
+
 _RUNTIME = "run/breakglass"
 _STATE = "var/lib/breakglass/state.json"
 
@@ -110,8 +112,8 @@ def fast_main(argv: list[str]) -> int | None:
             return None
         else:
             user = arg
-    if user is None:
-        return None
+    if user is None or os.environ.get(FROZEN_ENV):
+        return None  # the full command reads (and warns about) a frozen clock
     now = datetime.now(UTC)
     quiet = _quiet(root, now)
     if quiet is None:
