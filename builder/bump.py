@@ -1,8 +1,8 @@
 """Bump: raise a spec's version, keeping every other byte of the file.
 
-ruamel.yaml's round-trip loader tells us exactly where the version scalar
-is; we replace those characters only, so comments, quoting, indentation and
-key order stay exactly as the author wrote them.
+ruamel.yaml's composer tells us exactly which characters hold the version
+scalar; we replace those only, so comments, quoting, indentation, line
+endings and key order stay exactly as the author wrote them.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 from builder.errors import InputError
 from builder.fsio import write_atomic
 from builder.spec import SEMVER_RE
-from builder.yamlfile import load
+from builder.yamlfile import load, round_trip_yaml
 
 PARTS = ("major", "minor", "patch")
 
@@ -36,15 +36,29 @@ def bump(path: Path, part: str) -> tuple[str, str]:
         raise InputError("spec has no version", where=str(path))
     node = root.get("version")
     old = node.text("version")
+    if not SEMVER_RE.match(old):
+        raise node.error(f"version '{old}' is not semver (MAJOR.MINOR.PATCH)")
     new = next_version(old, part)
-    text = path.read_text(encoding="utf-8")
-    lines = text.splitlines(keepends=True)
-    line, col = node.pos
-    current = lines[line]
-    # the scalar may be quoted: replace the first occurrence of the value from its column
-    at = current.find(old, col)
+    # no newline translation: a CRLF file stays CRLF
+    text = path.read_bytes().decode("utf-8")
+    start, end = _version_span(text)
+    # the span may include quotes: replace the value inside them
+    at = text.find(old, start, end)
     if at < 0:
         raise InputError("cannot locate the version value to edit", where=node.where)
-    lines[line] = current[:at] + new + current[at + len(old) :]
-    write_atomic(path, "".join(lines).encode("utf-8"), mode=path.stat().st_mode & 0o777)
+    updated = text[:at] + new + text[at + len(old) :]
+    write_atomic(path, updated.encode("utf-8"), mode=path.stat().st_mode & 0o777)
     return old, new
+
+
+def _version_span(text: str) -> tuple[int, int]:
+    """Character offsets of the top-level ``version`` scalar, as the YAML parser saw it.
+
+    Offsets, not line and column: YAML and ``str.splitlines`` disagree on what
+    ends a line (form feeds, U+2028), and a wrong line would edit the wrong text.
+    """
+    document = round_trip_yaml().compose(text)
+    for key, value in document.value:
+        if key.value == "version":
+            return value.start_mark.index, value.end_mark.index
+    raise InputError("spec has no version")  # load() found one, so this is unreachable

@@ -101,27 +101,78 @@ def render_all(spec: ImageSpec, bundle: SealedBundle | None) -> Rendered:
             ("breakglass", agent.breakglass_template),
         ):
             path = f"{AGENTS_DIR}/{agent.name}/{mode}/{agent.config_name}"
-            files[path] = _render(env, spec.templates_dir, template, agent_context)
+            files[path] = _render(
+                env,
+                spec.templates_dir,
+                template,
+                agent_context,
+                agent.template_where.get(mode),
+            )
     for key, template in SYSTEM_TEMPLATES.items():
         files[key] = _render(env, spec.templates_dir, template, base)
     return Rendered(files)
 
 
-def _render(env: SandboxedEnvironment, root: Path, name: str, ctx: dict[str, Any]) -> bytes:
-    where = str(root / name)
+def _render(
+    env: SandboxedEnvironment,
+    root: Path,
+    name: str,
+    ctx: dict[str, Any],
+    named_at: str | None = None,
+) -> bytes:
+    """Render one template. Errors name the template file and line where the problem is
+    (an included template's, if that is where it went wrong); a missing template named by
+    the spec is reported at ``named_at``, the spec line that names it."""
     try:
         return env.get_template(name).render(ctx).encode("utf-8")
-    except jinja2.TemplateNotFound:
-        raise InputError("template not found", where=where) from None
+    except jinja2.TemplateNotFound as e:
+        missing = str(e.name or name)
+        # the spec names the top template; an include is named by the including template
+        where = (named_at or str(root / name)) if missing == name else _where(e, root, name)
+        if _outside(missing):
+            raise InputError(
+                f"template '{missing}' is outside the templates folder", where=where
+            ) from None
+        raise InputError(f"template '{missing}' not found in {root}", where=where) from None
     except jinja2.TemplateSyntaxError as e:
-        raise InputError(
-            f"template syntax error: {e.message}", where=f"{where}:{e.lineno}"
-        ) from None
+        where = f"{e.filename or root / name}:{e.lineno}"
+        raise InputError(f"template syntax error: {_clean(e.message)}", where=where) from None
     except jinja2.exceptions.SecurityError as e:
-        raise InputError(f"template tried to leave the sandbox ({e})", where=where) from None
+        raise InputError(
+            f"template tried to leave the sandbox ({_clean(str(e))})", where=_where(e, root, name)
+        ) from None
     except jinja2.UndefinedError as e:
         raise InputError(
-            f"template uses an undefined variable ({e.message})", where=where
+            f"template uses an undefined variable ({_clean(e.message)})",
+            where=_where(e, root, name),
         ) from None
     except jinja2.TemplateError as e:
-        raise InputError(f"template error ({e.message})", where=where) from None
+        raise InputError(
+            f"template error ({_clean(e.message)})", where=_where(e, root, name)
+        ) from None
+
+
+def _where(error: BaseException, root: Path, name: str) -> str:
+    """``file:line`` of the innermost template frame in ``error``'s traceback.
+
+    Jinja rewrites tracebacks so that template code shows as frames of the
+    template file at its own line; without one, the template's path is all we know.
+    """
+    found = str(root / name)
+    tb = error.__traceback__
+    prefix = f"{root}/"
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename.startswith(prefix):
+            found = f"{filename}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return found
+
+
+def _outside(name: str) -> bool:
+    return name.startswith("/") or ".." in name.replace("\\", "/").split("/")
+
+
+def _clean(message: str | None) -> str:
+    """Jinja's messages as one line without a trailing period, as our errors read."""
+    return " ".join((message or "unknown problem").split()).rstrip(".")

@@ -22,6 +22,10 @@ MAX_TTL_CAP = 24 * 3600
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 SEMVER_RE = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+# An exact sudoers command: an absolute path and plain arguments, single spaces.
+# Everything sudoers reads as syntax is out: a ',' would start a second command
+# (`/bin/true, /bin/sh`), and '*', '?', '[' and backslash are sudo's wildcards and escapes.
+SUDO_COMMAND_RE = re.compile(r"^/[A-Za-z0-9_./+-]+( [A-Za-z0-9_./@%+-]+)*$")
 SIGNING_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "sk-ssh-ed25519@openssh.com", "ecdsa-sha2-nistp256")
 GENERATED_KINDS = ("ssh-ed25519", "token", "password")
 SUPPLIED_KINDS = ("token", "password", "opaque")
@@ -100,6 +104,8 @@ class Agent:
     normal_template: str
     breakglass_template: str
     vars: dict[str, Any] = field(default_factory=dict, hash=False)
+    # where the spec names each template ("normal", "breakglass"), for render errors
+    template_where: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -188,9 +194,9 @@ def load_spec(path: Path) -> ImageSpec:
     scopes = _scopes(root.get("scopes"), policy)
     credentials = _credentials(root.get("credentials"), scopes) if root.has("credentials") else ()
     agents = _agents(root.get("agents"), scopes) if root.has("agents") else ()
-    for scope in scopes:
+    for scope, scope_node in zip(scopes, root.get("scopes").items("scopes"), strict=True):
         if not any(c.scope == scope.name for c in credentials):
-            raise root.get("scopes").error(f"scope '{scope.name}' has no credential")
+            raise scope_node.get("name").error(f"scope '{scope.name}' has no credential")
     templates = root.get("templates").opt_text("templates") or "../templates"
     packer = None
     if root.has("packer"):
@@ -397,10 +403,11 @@ def _scopes(node: Node, policy: Policy) -> tuple[Scope, ...]:
                 f"emergency_user '{user}' is not a valid user name"
             )
         sudo = item.get("sudo").texts("sudo") if item.has("sudo") else ()
-        for command in sudo:
-            if not command.startswith("/") or "*" in command or "ALL" in command.split():
-                raise item.get("sudo").error(
-                    f"sudo entry '{command}' must be an exact command with an absolute path, no wildcards"
+        for command, entry in zip(sudo, item.get("sudo").items("sudo"), strict=False):
+            if not SUDO_COMMAND_RE.match(command) or "ALL" in command.split():
+                raise entry.error(
+                    f"sudo entry '{command}' must be an exact command with an absolute path, "
+                    "no wildcards or sudoers syntax"
                 )
         if sudo and user is None:
             raise item.get("sudo").error(f"scope '{name}' grants sudo but has no emergency_user")
@@ -484,6 +491,9 @@ def _agents(node: Node, scopes: tuple[Scope, ...]) -> tuple[Agent, ...]:
             raise item.get("config_name").error("config_name must be a plain file name")
         tnode = item.get("templates")
         tnode.mapping("templates", {"normal", "breakglass"}, {"normal", "breakglass"})
+        templates = {
+            mode: _template_name(tnode.get(mode), mode) for mode in ("normal", "breakglass")
+        }
         variables = item.get("vars")
         if item.has("vars"):
             variables.mapping(
@@ -494,9 +504,19 @@ def _agents(node: Node, scopes: tuple[Scope, ...]) -> tuple[Agent, ...]:
                 name,
                 scope,
                 config_name,
-                tnode.get("normal").text("normal template"),
-                tnode.get("breakglass").text("breakglass template"),
+                templates["normal"],
+                templates["breakglass"],
                 to_plain(variables.value) if item.has("vars") else {},
+                {mode: tnode.get(mode).where for mode in templates},
             )
         )
     return tuple(out)
+
+
+def _template_name(node: Node, mode: str) -> str:
+    """A template path relative to the templates folder; it may not leave that folder."""
+    name = node.text(f"{mode} template")
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith("/") or ".." in parts:
+        raise node.error(f"{mode} template '{name}' must be a path inside the templates folder")
+    return name

@@ -8,6 +8,7 @@ that is wrong, suggesting the near-miss for an unknown key (as pypa/build does).
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,12 +46,17 @@ def loads(text: str, filename: str) -> Node:
     except MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"{filename}:{mark.line + 1}:{mark.column + 1}" if mark else filename
-        problem = (e.problem or e.context or "malformed yaml").strip()
+        problem = _one_line(e.problem or e.context or "malformed yaml")
         raise InputError(f"malformed yaml: {problem}", where=where) from None
     except YAMLError as e:
         first = (str(e).strip().splitlines() or ["malformed yaml"])[0]
         raise InputError(f"malformed yaml: {first}", where=filename) from None
-    return Node(data, filename, (0, 0))
+    except RecursionError:
+        # ruamel recurses once per nesting level; no spec or bundle is nested this deep
+        raise InputError("malformed yaml: nested too deeply", where=filename) from None
+    # the document starts where its first node does, past any leading comments
+    pos = (data.lc.line, data.lc.col) if isinstance(data, CommentedMap | CommentedSeq) else (0, 0)
+    return Node(data, filename, pos)
 
 
 class Node:
@@ -159,6 +165,19 @@ def to_plain(value: Any) -> Any:
     if isinstance(value, bool | int | float | str) or value is None:
         return value if not isinstance(value, str) else str(value)
     return str(value)
+
+
+def _one_line(problem: str) -> str:
+    """ruamel's problem text as one short line: it may quote whole multi-line values."""
+    text = " ".join(problem.split())
+    duplicate = _DUPLICATE_KEY.match(text)
+    if duplicate:
+        # the values may be long armored blocks; the key and the position are what matter
+        text = f"duplicate key '{duplicate.group(1)}'"
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+_DUPLICATE_KEY = re.compile(r'found duplicate key "(.*?)" with value')
 
 
 def _type_name(value: Any) -> str:
