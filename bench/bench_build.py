@@ -38,7 +38,10 @@ def main() -> None:
         # the payload the build packs, staged as a directory tree for tar
         plan = subprocess.run(
             [sys.executable, "-m", "builder", "build", str(spec), "--dry-run", "--json"],
-            check=True, capture_output=True, text=True, env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+            env=env,
         )
         sys.path.insert(0, str(ROOT))
         from builder.build import plan as make_plan
@@ -54,15 +57,30 @@ def main() -> None:
             dest.chmod(f.mode)
         epoch = planned.source_date_epoch
         tar_cmd = [
-            "bash", "-c",
+            "bash",
+            "-c",
             f"tar --sort=name --mtime=@{epoch} --owner=0 --group=0 --numeric-owner -C {staged} -cf - . "
             "| gzip -n | sha256sum",
         ]
         ours, baseline = [], []
         for i in range(RUNS):
             out = work / f"dist{i}"
-            ours.append(timed([sys.executable, "-m", "builder", "build", str(spec), "--out", str(out),
-                               "--sign-key", str(keys / "release")], env=env))
+            ours.append(
+                timed(
+                    [
+                        sys.executable,
+                        "-m",
+                        "builder",
+                        "build",
+                        str(spec),
+                        "--out",
+                        str(out),
+                        "--sign-key",
+                        str(keys / "release"),
+                    ],
+                    env=env,
+                )
+            )
             baseline.append(timed(tar_cmd))
         payload_bytes = sum(len(f.data) for f in planned.files)
         o, b = statistics.median(ours), statistics.median(baseline)

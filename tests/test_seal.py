@@ -118,7 +118,7 @@ def test_generated_ssh_key_matches_its_public_part(
     fingerprint = subprocess.run(
         ["ssh-keygen", "-lf", str(private)], capture_output=True, check=True, text=True
     )
-    assert cred.fingerprint in fingerprint.stdout
+    assert cred.fingerprint is not None and cred.fingerprint in fingerprint.stdout
 
 
 def test_bundle_and_enrolment_hold_no_plaintext(sealed: tuple[Path, SealedBundle]) -> None:
