@@ -16,6 +16,7 @@ from ruamel.yaml.scalarstring import LiteralScalarString
 
 from builder import agecrypt
 from builder.errors import InputError
+from builder.quorum import Group, fewest
 from builder.yamlfile import Node, loads, round_trip_yaml
 
 FORMAT = "breakglass-sealed-bundle/1"
@@ -43,21 +44,11 @@ class SealedCredential:
 
 
 @dataclass(frozen=True)
-class SealedGroup:
-    name: str
-    threshold: int
-    members: tuple[str, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "threshold": self.threshold, "members": list(self.members)}
-
-
-@dataclass(frozen=True)
 class SealedScope:
     name: str
     unseal_recipient: str
     group_threshold: int
-    groups: tuple[SealedGroup, ...]
+    groups: tuple[Group, ...]
     shares: dict[str, str]
     credentials: tuple[SealedCredential, ...]
 
@@ -74,7 +65,7 @@ class SealedScope:
     @property
     def quorum(self) -> int:
         """The fewest shares that can open this scope."""
-        return sum(sorted(g.threshold for g in self.groups)[: self.group_threshold])
+        return fewest(self.group_threshold, (g.threshold for g in self.groups))
 
 
 @dataclass(frozen=True)
@@ -161,7 +152,7 @@ def _scope(node: Node) -> SealedScope:
             "a sealed group", {"name", "threshold", "members"}, {"name", "threshold", "members"}
         )
         groups.append(
-            SealedGroup(
+            Group(
                 g.get("name").text("group name"),
                 g.get("threshold").integer("threshold"),
                 g.get("members").texts("members"),

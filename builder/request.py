@@ -20,6 +20,7 @@ from typing import Any
 
 from builder.canonical import digest, dumps
 from builder.errors import InputError
+from builder.quorum import Group
 
 REQUEST_FORMAT = "breakglass-request/1"
 APPROVAL_FORMAT = "breakglass-approval/1"
@@ -99,44 +100,22 @@ class ImageRef:
         return {"name": self.name, "version": self.version, "manifest_digest": self.manifest_digest}
 
 
-@dataclass(frozen=True)
-class ShareGroup:
-    """One SLIP-39 group: ``threshold`` of ``members`` must approve."""
-
-    name: str
-    threshold: int
-    members: tuple[str, ...]
-
-    @classmethod
-    def from_dict(cls, doc: object, what: str) -> ShareGroup:
-        if not isinstance(doc, dict):
-            raise InputError(f"{what}: a group must be an object")
-        _check_keys(doc, {"name", "threshold", "members"}, what)
-        members = doc["members"]
-        if (
-            not isinstance(members, list)
-            or not members
-            or not all(isinstance(m, str) and _NAME.match(m) for m in members)
-        ):
-            raise InputError(f"{what}: group members must be a non-empty list of names")
-        group = cls(_str(doc, "name", what), _int(doc, "threshold", what), tuple(members))
-        if group.threshold > len(group.members):
-            raise InputError(f"{what}: group {group.name} threshold exceeds its members")
-        return group
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "threshold": self.threshold, "members": list(self.members)}
-
-
-def quorum_met(group_threshold: int, groups: tuple[ShareGroup, ...], approvers: set[str]) -> bool:
-    """True when ``approvers`` satisfy ``group_threshold`` groups, each by its own threshold."""
-    done = sum(1 for g in groups if len(approvers & set(g.members)) >= g.threshold)
-    return done >= group_threshold
-
-
-def needed(group_threshold: int, groups: tuple[ShareGroup, ...]) -> int:
-    """The smallest number of approvals that can meet the quorum."""
-    return sum(sorted(g.threshold for g in groups)[:group_threshold])
+def group_from_dict(doc: object, what: str) -> Group:
+    """Parse one approver group of a request; raises InputError."""
+    if not isinstance(doc, dict):
+        raise InputError(f"{what}: a group must be an object")
+    _check_keys(doc, {"name", "threshold", "members"}, what)
+    members = doc["members"]
+    if (
+        not isinstance(members, list)
+        or not members
+        or not all(isinstance(m, str) and _NAME.match(m) for m in members)
+    ):
+        raise InputError(f"{what}: group members must be a non-empty list of names")
+    group = Group(_str(doc, "name", what), _int(doc, "threshold", what), tuple(members))
+    if group.threshold > len(group.members):
+        raise InputError(f"{what}: group {group.name} threshold exceeds its members")
+    return group
 
 
 @dataclass(frozen=True)
@@ -153,7 +132,7 @@ class UnsealRequest:
     not_after: datetime
     ephemeral_recipient: str
     group_threshold: int
-    groups: tuple[ShareGroup, ...]
+    groups: tuple[Group, ...]
     shares: dict[str, str]
 
     @classmethod
@@ -197,7 +176,7 @@ class UnsealRequest:
             not_after=parse_time(doc["not_after"], "request not_after"),
             ephemeral_recipient=_str(doc, "ephemeral_recipient", what),
             group_threshold=_int(doc, "group_threshold", what),
-            groups=tuple(ShareGroup.from_dict(g, what) for g in groups),
+            groups=tuple(group_from_dict(g, what) for g in groups),
             shares=dict(shares),
         )
         if request.group_threshold > len(request.groups):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from builder import agecrypt, canonical, shares
-from builder.bundle import SealedBundle, SealedCredential, SealedGroup, SealedScope
+from builder.bundle import SealedBundle, SealedCredential, SealedScope
 from builder.credentials import produce
 from builder.errors import InputError
 from builder.fsio import write_atomic
@@ -70,7 +70,7 @@ def seal_spec(spec: ImageSpec, now: dt.datetime) -> tuple[SealedBundle, dict[str
                 scope.name,
                 unseal_recipient,
                 spec.policy.group_threshold,
-                tuple(SealedGroup(g.name, g.threshold, g.members) for g in groups),
+                groups,
                 encrypted_shares,
                 tuple(sealed_credentials),
             )

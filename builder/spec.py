@@ -16,6 +16,7 @@ from typing import Any
 
 from builder import agecrypt, canonical, duration
 from builder.errors import InputError
+from builder.quorum import Group, fewest
 from builder.yamlfile import Node, load, to_plain
 
 MAX_TTL_CAP = 24 * 3600
@@ -39,16 +40,6 @@ class Approver:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "recipient": self.recipient, "signing_key": self.signing_key}
-
-
-@dataclass(frozen=True)
-class Group:
-    name: str
-    threshold: int
-    members: tuple[str, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "threshold": self.threshold, "members": list(self.members)}
 
 
 @dataclass(frozen=True)
@@ -318,8 +309,7 @@ def _policy(node: Node, approvers: tuple[Approver, ...]) -> Policy:
                 f"threshold {g.threshold} of group '{g.name}' must be between 1 and its "
                 f"{len(g.members)} approvers"
             )
-    quorum = sum(sorted(g.threshold for g in groups)[:group_threshold])
-    if quorum < 2 and not allow_single:
+    if fewest(group_threshold, (g.threshold for g in groups)) < 2 and not allow_single:
         raise where[0].error(
             "a single approver could unseal alone (two-person rule)",
             hint="raise the threshold, or set allow_single_approver: true with a justification",

@@ -19,6 +19,7 @@ from builder.bundle import SealedBundle
 from builder.errors import CheckFailed, InputError
 from builder.manifest import Manifest
 from builder.payload import BUNDLE_PATH, MANIFEST_PATH
+from builder.quorum import fewest
 
 
 @dataclass(frozen=True)
@@ -152,8 +153,10 @@ def _check_bundle(manifest: Manifest, data: bytes) -> None:
 def _check_policy(manifest: Manifest) -> None:
     policy = manifest.policy
     groups = policy["groups"]
-    quorum = sum(sorted(g["threshold"] for g in groups)[: policy["group_threshold"]])
-    if quorum < 2 and not policy["allow_single_approver"]:
+    if (
+        fewest(policy["group_threshold"], (g["threshold"] for g in groups)) < 2
+        and not policy["allow_single_approver"]
+    ):
         raise CheckFailed("policy lets a single approver unseal (two-person rule)")
     for scope in manifest.scopes:
         if scope["max_ttl_seconds"] > policy["max_ttl_seconds"]:

@@ -18,7 +18,7 @@ from typing import Any
 from builder.canonical import digest, dumps
 from builder.errors import CheckFailed, InputError
 from builder.host.layout import AGENTS, Layout
-from builder.request import ShareGroup
+from builder.quorum import Group
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class SealedScope:
     name: str
     unseal_recipient: str
     group_threshold: int
-    groups: tuple[ShareGroup, ...]
+    groups: tuple[Group, ...]
     shares: dict[str, str]
     credentials: dict[str, str]  # credential name -> age ciphertext to the unseal key
 
@@ -187,7 +187,7 @@ def load_sealed_scope(layout: Layout, image: HostImage, scope: str) -> SealedSco
         name=sealed.name,
         unseal_recipient=sealed.unseal_recipient,
         group_threshold=sealed.group_threshold,
-        groups=tuple(ShareGroup(g.name, g.threshold, tuple(g.members)) for g in sealed.groups),
+        groups=sealed.groups,
         shares=dict(sealed.shares),
         credentials={c.name: c.ciphertext for c in sealed.credentials},
     )

@@ -14,7 +14,8 @@ from builder.host import audit, state, wipe
 from builder.host.expire import session
 from builder.host.image import load_image, load_sealed_scope
 from builder.host.state import ACTIVE, PENDING, Pending
-from builder.request import ImageRef, UnsealRequest, format_time, needed
+from builder.quorum import fewest
+from builder.request import ImageRef, UnsealRequest, format_time
 
 
 def open_request(
@@ -77,7 +78,7 @@ def open_request(
                 ttl_seconds,
                 requester,
                 request.not_after,
-                needed(request.group_threshold, request.groups),
+                fewest(request.group_threshold, (g.threshold for g in request.groups)),
             ),
             active=None,
         )

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from builder import agecrypt, sshsig
+from builder import agecrypt, quorum, sshsig
 from builder import shares as share_layer
 from builder.canonical import dumps
 from builder.errors import BreakglassError, CheckFailed, InputError, StateError
@@ -31,7 +31,7 @@ from builder.host.expire import session
 from builder.host.image import HostImage, load_image, load_sealed_scope
 from builder.host.layout import Layout, crash_point
 from builder.host.state import ACTIVE, PENDING, Active, HostState
-from builder.request import Approval, UnsealRequest, format_time, load_approval, quorum_met
+from builder.request import Approval, UnsealRequest, format_time, load_approval
 from builder.secret import Secret
 
 HOOK_TIMEOUT_SECONDS = 10
@@ -140,7 +140,7 @@ def unseal(root: Path, now: datetime, request_id: str, sources: list[str]) -> Un
             audit.append(layout, now, "approval-accepted", request_id=request_id, scope=p.scope,
                          details={"approver": approval.approver, "approval_digest": approval.digest,
                                   "count": len(p.approvals), "needed": p.needed})  # fmt: skip
-        if not quorum_met(request.group_threshold, request.groups, set(accepted)):
+        if not quorum.met(request.group_threshold, request.groups, set(accepted)):
             if refused:
                 raise CheckFailed(f"approval refused: {refused[0]}")
             return UnsealResult(PENDING, request_id, p.scope, p.approvals, p.needed, None, ())
