@@ -62,6 +62,13 @@ class SealedScope:
             "credentials": [c.to_dict() for c in self.credentials],
         }
 
+    def ciphertext(self, credential: str) -> str:
+        """The named credential's ciphertext; raises InputError when the scope lacks it."""
+        for c in self.credentials:
+            if c.name == credential:
+                return c.ciphertext
+        raise InputError(f"sealed scope '{self.name}' has no credential '{credential}'")
+
     @property
     def quorum(self) -> int:
         """The fewest shares that can open this scope."""

@@ -186,7 +186,7 @@ def test_unsealing_scope_a_leaves_scope_b_unreadable(image: hostkit.Image) -> No
     assert not (image.root / "run/breakglass/ssh-emergency").exists()
     stray = agecrypt.generate_x25519()
     with pytest.raises(Exception, match="cannot decrypt"):
-        agecrypt.decrypt(ssh.credentials["emergency-ssh-key"], [stray], what="x")
+        agecrypt.decrypt(ssh.ciphertext("emergency-ssh-key"), [stray], what="x")
 
 
 def test_request_refuses_ttl_above_cap_and_unknown_scope(image: hostkit.Image) -> None:

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from builder.canonical import digest, dumps
 from builder.errors import CheckFailed, InputError
 from builder.host.layout import AGENTS, Layout
-from builder.quorum import Group
+
+if TYPE_CHECKING:
+    from builder.bundle import SealedScope
 
 
 @dataclass(frozen=True)
@@ -73,18 +75,6 @@ class HostImage:
         except KeyError:
             known = ", ".join(sorted(self.scopes)) or "none"
             raise InputError(f"the image has no scope {name!r} (it has: {known})") from None
-
-
-@dataclass(frozen=True)
-class SealedScope:
-    """One scope of the sealed bundle: ciphertext only."""
-
-    name: str
-    unseal_recipient: str
-    group_threshold: int
-    groups: tuple[Group, ...]
-    shares: dict[str, str]
-    credentials: dict[str, str]  # credential name -> age ciphertext to the unseal key
 
 
 def _get(doc: Any, key: str, kind: type | tuple[type, ...], what: str) -> Any:
@@ -182,12 +172,4 @@ def load_sealed_scope(layout: Layout, image: HostImage, scope: str) -> SealedSco
         raise CheckFailed("the sealed bundle does not match the digest in the image manifest")
     from builder.bundle import SealedBundle  # YAML: only the request and unseal paths need it
 
-    sealed = SealedBundle.from_bytes(raw, str(layout.bundle)).scope(scope)
-    return SealedScope(
-        name=sealed.name,
-        unseal_recipient=sealed.unseal_recipient,
-        group_threshold=sealed.group_threshold,
-        groups=sealed.groups,
-        shares=dict(sealed.shares),
-        credentials={c.name: c.ciphertext for c in sealed.credentials},
-    )
+    return SealedBundle.from_bytes(raw, str(layout.bundle)).scope(scope)

@@ -191,7 +191,7 @@ def _activate(
     try:
         for n, cred in enumerate(scope.credentials):
             plaintext = agecrypt.decrypt(
-                sealed.credentials[cred.name], [unseal_identity], what=f"credential {cred.name}"
+                sealed.ciphertext(cred.name), [unseal_identity], what=f"credential {cred.name}"
             )
             path = layout.credential(scope.name, cred.name)
             wipe.write_private(layout, path, plaintext.reveal())
