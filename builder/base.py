@@ -79,6 +79,8 @@ def cache_key(suite: str, mirror: str) -> str:
         "packages": list(PACKAGES),
         "mirror": mirror,
         "arch": platform.machine(),
+        # bump when what is done to the rootfs after debootstrap changes
+        "recipe": 2,
     }
     return f"debian-{suite}-{sha256_hex(dumps(inputs))[:16]}"
 
@@ -150,11 +152,29 @@ def _build_into_cache(
         shutil.rmtree(work, ignore_errors=True)
 
 
+# Debian's ssh.service checks its config before starting; keys must exist by then.
+HOST_KEYS_DROPIN = "etc/systemd/system/ssh.service.d/breakglass-host-keys.conf"
+HOST_KEYS_UNIT = """# breakglass base: every host makes its own SSH host keys on first boot.
+[Service]
+ExecStartPre=
+ExecStartPre=/usr/bin/ssh-keygen -A
+ExecStartPre=/usr/sbin/sshd -t
+"""
+
+
 def _slim(rootfs: Path) -> None:
-    """Drop downloaded packages and apt lists: they only grow the layer."""
-    for pattern in ("var/cache/apt/archives/*.deb", "var/lib/apt/lists/*_*"):
+    """Drop downloaded packages, apt lists and the SSH host keys debootstrap made.
+
+    The host keys must go: every image built on this base, and every host
+    running it, would otherwise share one private host key. Hosts make their
+    own at first boot instead.
+    """
+    for pattern in ("var/cache/apt/archives/*.deb", "var/lib/apt/lists/*_*", "etc/ssh/ssh_host_*"):
         for p in rootfs.glob(pattern):
             p.unlink()
+    dropin = rootfs / HOST_KEYS_DROPIN
+    dropin.parent.mkdir(parents=True, exist_ok=True)
+    dropin.write_text(HOST_KEYS_UNIT)
     for log in ("debootstrap/debootstrap.log",):
         (rootfs / log).unlink(missing_ok=True)
 

@@ -30,6 +30,7 @@ def summary(image_dir: Path, now: dt.datetime) -> dict[str, Any]:
         "name": manifest.name,
         "version": manifest.version,
         "image_digest": image_digest,
+        "artifacts": manifest.doc["provenance"].get("artifacts", []),
         "manifest_digest": manifest.digest,
         "signed": (image_dir / SIGNATURE_NAME).exists(),
         "approvers": [a["name"] for a in policy["approvers"]],
@@ -61,7 +62,9 @@ def render_text(info: dict[str, Any]) -> str:
     )
     lines = [
         f"image        {info['name']} {info['version']}",
-        f"digest       {info['image_digest']}",
+        f"digest       {info['image_digest']}"
+        if info["image_digest"]
+        else f"artifacts    {', '.join(info['artifacts'])}",
         f"manifest     {info['manifest_digest']} ({'signed' if info['signed'] else 'UNSIGNED'})",
         f"approvers    {', '.join(info['approvers'])}",
         f"quorum       {quorum}",

@@ -8,8 +8,12 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from builder.base import BaseImage
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -65,3 +69,34 @@ def example_project(tmp_path: Path) -> Path:
     shutil.copytree(ROOT / "images", tmp_path / "images")
     shutil.copytree(ROOT / "templates", tmp_path / "templates")
     return tmp_path / "images" / "example.yaml"
+
+
+@pytest.fixture(scope="session")
+def debian_base_image(tmp_path_factory: pytest.TempPathFactory) -> BaseImage:
+    """The Debian base OCI layout (``builder.base.BaseImage``), built once into the cache
+    (``breakglass base debian``, about 90 s on a fresh machine) and copied once per session."""
+    from builder.base import debian_base
+
+    for tool in ("debootstrap", "umoci"):
+        require_tool(tool)
+    return debian_base(tmp_path_factory.mktemp("base") / "oci")
+
+
+@pytest.fixture(scope="session")
+def base_rootfs(debian_base_image: BaseImage, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Debian base unpacked with umoci, once per session (read-only: copy it with ``rootfs``)."""
+    bundle = tmp_path_factory.mktemp("base-bundle") / "bundle"
+    subprocess.run(
+        ["umoci", "unpack", "--image", debian_base_image.reference, str(bundle)],
+        check=True,
+        capture_output=True,
+    )
+    return bundle / "rootfs"
+
+
+@pytest.fixture
+def rootfs(base_rootfs: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the Debian rootfs (owners, modes and links kept) for one test to change."""
+    dest = tmp_path / "rootfs"
+    subprocess.run(["cp", "-a", str(base_rootfs), str(dest)], check=True)
+    return dest

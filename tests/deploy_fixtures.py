@@ -1,14 +1,11 @@
-"""A small synthetic payload and a Debian rootfs for the deploy, Packer and base tests."""
+"""A small synthetic payload for the deploy, Packer and base tests (the Debian rootfs
+fixtures ``base_rootfs`` and ``rootfs`` live in conftest)."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
-import pytest
-
 from builder.payload import PayloadFile
-from tests.conftest import require_tool
 
 SSHD_DROPIN = b"""Match User breakglass
     AuthorizedKeysCommand /usr/local/bin/breakglass host authorized-keys %u
@@ -50,42 +47,9 @@ def synthetic_payload(sudoers: bytes = SUDOERS) -> tuple[PayloadFile, ...]:
     )
 
 
-def unpack_base(layout: Path, tag: str, dest: Path) -> Path:
-    """Unpack the base layout with umoci; return the rootfs."""
-    subprocess.run(
-        ["umoci", "unpack", "--image", f"{layout}:{tag}", str(dest)],
-        check=True,
-        capture_output=True,
-    )
-    return dest / "rootfs"
-
-
-def copy_rootfs(src: Path, dest: Path) -> Path:
-    subprocess.run(["cp", "-a", str(src), str(dest)], check=True)
-    return dest
-
-
 def passwd_entry(rootfs: Path, user: str, db: str = "passwd") -> list[str] | None:
     for line in (rootfs / "etc" / db).read_text().splitlines():
         fields = line.split(":")
         if fields[0] == user:
             return fields
     return None
-
-
-@pytest.fixture(scope="session")
-def base_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The cached Debian base, unpacked once per session (read-only: copy it with ``rootfs``)."""
-    from builder.base import debian_base
-
-    for tool in ("debootstrap", "umoci"):
-        require_tool(tool)
-    root = tmp_path_factory.mktemp("base")
-    image = debian_base(root / "oci")
-    return unpack_base(image.layout, image.tag, root / "bundle")
-
-
-@pytest.fixture
-def rootfs(base_rootfs: Path, tmp_path: Path) -> Path:
-    """A fresh copy of the Debian rootfs for one test to provision."""
-    return copy_rootfs(base_rootfs, tmp_path / "rootfs")

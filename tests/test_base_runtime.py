@@ -11,9 +11,7 @@ import pytest
 from builder.deploy import provision, stage_payload
 from builder.payload import PayloadFile
 from builder.runtime_payload import LAUNCHER_PATH, LIB_DIR, host_runtime_files
-from tests.deploy_fixtures import DIRS, base_rootfs, rootfs
-
-__all__ = ["base_rootfs", "rootfs"]  # fixtures used below
+from tests.deploy_fixtures import DIRS
 
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 

@@ -17,13 +17,9 @@ from builder.payload import PayloadFile
 from tests.deploy_fixtures import (
     DIRS,
     SUDOERS,
-    base_rootfs,
     passwd_entry,
-    rootfs,
     synthetic_payload,
 )
-
-__all__ = ["base_rootfs", "rootfs"]  # fixtures used below
 
 
 def test_stage_writes_tree_and_index_with_users_from_manifest(tmp_path: Path) -> None:

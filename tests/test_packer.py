@@ -20,9 +20,7 @@ from builder.packer_build import (
     render_template,
 )
 from tests.conftest import require_tool
-from tests.deploy_fixtures import DIRS, base_rootfs, passwd_entry, rootfs, synthetic_payload
-
-__all__ = ["base_rootfs", "rootfs"]  # fixtures used below
+from tests.deploy_fixtures import DIRS, passwd_entry, synthetic_payload
 
 QEMU = {
     "type": "qemu",

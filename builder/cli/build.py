@@ -171,15 +171,16 @@ def build(
             "changed": result.changed,
         },
         f"{state}: {parsed.name} {parsed.version} -> {result.image_dir}\n"
-        f"image {result.image_digest}\nmanifest {result.manifest_digest}"
+        + (f"image {result.image_digest}\n" if result.image_digest else "")
+        + f"manifest {result.manifest_digest}"
         + ("" if result.signed else "\nwarning: unsigned (pass --sign-key)"),
     )
 
 
 def _show_packer_progress(event: Any) -> None:
     """Packer's own UI lines, on stderr so that --json stdout stays machine-readable."""
-    if event.text:
-        click.echo(f"packer: {event.text}", err=True)
+    for line in event.text.splitlines():
+        click.echo(f"packer: {line}", err=True)
 
 
 @click.command()

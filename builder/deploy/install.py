@@ -84,6 +84,10 @@ for user in index["users"]:
         user=user["name"],
         home=user["home"],
         shell=user["shell"],
+        # The same kind of account the OCI path writes (builder.accounts): a system uid, below
+        # the range Debian hands to people, so it never takes the first human user's uid.
+        system=True,
+        comment="breakglass emergency account",
         # "!" locks the password: the account logs in only through the keys that
         # `breakglass host authorized-keys` prints while a window is active.
         password="!",  # noqa: S106 - a lock marker, not a password
