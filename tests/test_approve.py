@@ -123,3 +123,48 @@ def test_approve_rejects_a_malformed_request(tmp_path: Path) -> None:
     )  # fmt: skip
     assert r.returncode == 2
     assert r.stderr.startswith("breakglass: error: request: missing field")
+
+
+def _publish(manifest: bytes, where: Path) -> Path:
+    """A published image dir (manifest + signature) and its allowed-signers file."""
+    import subprocess
+
+    where.mkdir()
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(where / "release")], check=True
+    )
+    (where / "breakglass-manifest.json").write_bytes(manifest)
+    from builder import sshsig
+
+    sig = sshsig.sign(manifest, where / "release", sshsig.MANIFEST_NAMESPACE)
+    (where / "breakglass-manifest.json.sig").write_text(sig)
+    pub = (where / "release.pub").read_text().split()
+    (where / "allowed").write_text(f'release namespaces="breakglass-manifest" {pub[0]} {pub[1]}\n')
+    return where / "allowed"
+
+
+def test_approve_checks_the_request_against_the_published_image(
+    pending: tuple[hostkit.Image, str, Path], tmp_path: Path
+) -> None:
+    image, _rid, req = pending
+    keys = image.approvers["alice"]
+    manifest = (image.root / "etc/breakglass/manifest.json").read_bytes()
+    args = ["approve", str(req), "--identity", str(keys.identity), "--signing-key", str(keys.signing_key),
+            "--approver", "alice", "--yes"]  # fmt: skip
+    allowed = _publish(manifest, tmp_path / "published")
+    ok = hostkit.run(
+        *args, "--image", str(tmp_path / "published"), "--allowed-signers", str(allowed)
+    )
+    assert ok.returncode == 0, ok.stderr
+    # a request for an image whose manifest is not the published one is refused
+    other = _publish(manifest.replace(b'"description":"', b'"description":"X'), tmp_path / "other")
+    bad = hostkit.run(*args, "--image", str(tmp_path / "other"), "--allowed-signers", str(other))
+    assert bad.returncode == 1
+    assert "another image than the published one" in bad.stderr
+    assert not bad.stdout.strip()
+    # and an unsigned or wrongly signed publication is refused before anything else
+    (tmp_path / "other" / "breakglass-manifest.json.sig").write_text(
+        (tmp_path / "published" / "breakglass-manifest.json.sig").read_text()
+    )
+    forged = hostkit.run(*args, "--image", str(tmp_path / "other"), "--allowed-signers", str(other))
+    assert forged.returncode == 1 and "signature does not verify" in forged.stderr

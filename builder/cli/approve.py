@@ -24,10 +24,18 @@ import click
 @click.option(
     "--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the approval here."
 )
+@click.option(
+    "--image", "image_dir", type=click.Path(file_okay=False, path_type=Path),
+    help="The published image (dist/NAME/VERSION): refuse a request for any other manifest.",
+)  # fmt: skip
+@click.option(
+    "--allowed-signers", type=click.Path(dir_okay=False, path_type=Path),
+    help="Trusted image signers, to check --image's signature first.",
+)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def approve_cmd(
     request: str, identity: Path, signing_key: Path, approver: str, yes: bool, out: Path | None,
-    as_json: bool,
+    image_dir: Path | None, allowed_signers: Path | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Approve REQUEST (a file or an armored line): re-encrypt your share to it and sign."""
     from builder.approve import approve, check_approvable, summary
@@ -37,6 +45,8 @@ def approve_cmd(
     now = datetime.now(UTC).replace(microsecond=0)
     parsed = load_request(request)
     check_approvable(parsed, approver, now)
+    if image_dir is not None:
+        _check_published_image(parsed.image.manifest_digest, image_dir, allowed_signers)
     if not yes:
         for label, value in summary(parsed):
             click.echo(f"{label:>15}: {value}", err=True)
@@ -51,6 +61,28 @@ def approve_cmd(
                                "file": str(out) if out else None}, sort_keys=True))  # fmt: skip
     else:
         click.echo(approval.armored())
+
+
+def _check_published_image(wanted: str, image_dir: Path, allowed_signers: Path | None) -> None:
+    """Refuse a request whose manifest is not the published, signed one: a forged request
+    could otherwise carry real shares from the public bundle and an attacker's recipient."""
+    from builder import canonical, sshsig
+    from builder.build import MANIFEST_NAME, SIGNATURE_NAME
+    from builder.errors import CheckFailed, InputError
+
+    if allowed_signers is None:
+        raise InputError("--image needs --allowed-signers to check the image's signature")
+    try:
+        manifest = (image_dir / MANIFEST_NAME).read_bytes()
+        signature = (image_dir / SIGNATURE_NAME).read_text(encoding="ascii", errors="replace")
+        signers = allowed_signers.read_text(encoding="utf-8")
+    except OSError as e:
+        raise InputError(
+            f"cannot read the published image ({e.strerror})", where=str(e.filename)
+        ) from None
+    sshsig.verify_allowed_signers(manifest, signature, signers, sshsig.MANIFEST_NAMESPACE)
+    if canonical.digest(manifest) != wanted:
+        raise CheckFailed("the request is for another image than the published one; not approving")
 
 
 def register(cli: click.Group) -> None:
