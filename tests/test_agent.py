@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -77,7 +78,7 @@ def test_normal_route_through_identity_provider(
 ) -> None:
     idp, service = world
     install(tmp_path, idp, service, service.breakglass_url)
-    outcome = agent.run(tmp_path, NAME, "agent.toml", NOW)
+    outcome = agent.run(tmp_path, NAME, "agent.toml")
     assert outcome.ok and outcome.route == "normal"
     assert service.calls == [("/api/deploy", 200)]
 
@@ -88,7 +89,7 @@ def test_outage_makes_normal_route_fail(
     idp, service = world
     install(tmp_path, idp, service, service.breakglass_url)
     idp.stop()
-    outcome = agent.run(tmp_path, NAME, "agent.toml", NOW)
+    outcome = agent.run(tmp_path, NAME, "agent.toml")
     assert not outcome.ok and outcome.route == "normal"
     assert "step=token" in outcome.detail and "connection-refused" in outcome.detail
     assert service.calls == []
@@ -101,7 +102,7 @@ def test_unknown_client_is_refused(
     install(tmp_path, idp, service, service.breakglass_url)
     cfg = tmp_path / "etc/breakglass/agents" / NAME / "normal/agent.toml"
     cfg.write_text(cfg.read_text().replace('client_id = "deploy-agent"', 'client_id = "intruder"'))
-    outcome = agent.run(tmp_path, NAME, "agent.toml", NOW)
+    outcome = agent.run(tmp_path, NAME, "agent.toml")
     assert not outcome.ok and "status=401" in outcome.detail
 
 
@@ -112,20 +113,42 @@ def test_breakglass_route_when_scope_active(
     install(tmp_path, idp, service, service.breakglass_url)
     idp.stop()
     activate(tmp_path, token, NOW + timedelta(minutes=5))
-    outcome = agent.run(tmp_path, NAME, "agent.toml", NOW)
+    outcome = agent.run(tmp_path, NAME, "agent.toml")
     assert outcome.ok and outcome.route == "breakglass", outcome.detail
     assert service.calls == [("/breakglass/deploy", 200)]
 
 
-def test_expired_window_falls_back_to_normal_route(
+def test_agent_keeps_the_credential_until_the_host_revokes_it(
     tmp_path: Path, world: tuple[IdentityProvider, ProtectedService], token: str
 ) -> None:
+    # the agent does not read a clock: past expires_at it still works until the host reseals,
+    # so a host that never expires (frozen clock, dead timer) shows up in a drill
     idp, service = world
     install(tmp_path, idp, service, service.breakglass_url)
     idp.stop()
     activate(tmp_path, token, NOW - timedelta(seconds=1))
-    outcome = agent.run(tmp_path, NAME, "agent.toml", NOW)
+    outcome = agent.run(tmp_path, NAME, "agent.toml")
+    assert outcome.ok and outcome.route == "breakglass", outcome.detail
+    # what expiry leaves: DORMANT state, overlay and token wiped
+    shutil.rmtree(tmp_path / "run/breakglass")
+    state.save(tmp_path, state.load(tmp_path).dormant())
+    outcome = agent.run(tmp_path, NAME, "agent.toml")
     assert not outcome.ok and outcome.route == "normal"
+    assert service.calls == [("/breakglass/deploy", 200)]
+
+
+def test_active_state_without_overlay_takes_normal_route(
+    tmp_path: Path, world: tuple[IdentityProvider, ProtectedService], token: str
+) -> None:
+    idp, service = world
+    install(tmp_path, idp, service, service.breakglass_url)
+    activate(tmp_path, token, NOW + timedelta(minutes=5))
+    (tmp_path / "run/breakglass/agents" / NAME / "agent.toml").unlink()
+    outcome = agent.run(tmp_path, NAME, "agent.toml")
+    assert outcome.ok and outcome.route == "normal"
+    assert agent.active_scope(tmp_path) == SCOPE
+    (tmp_path / "var/lib/breakglass/state.json").write_text("{not json")
+    assert agent.active_scope(tmp_path) is None
 
 
 def test_wrong_token_is_refused_on_breakglass_route(
@@ -134,7 +157,7 @@ def test_wrong_token_is_refused_on_breakglass_route(
     idp, service = world
     install(tmp_path, idp, service, service.breakglass_url)
     activate(tmp_path, "not-the-enrolled-token", NOW + timedelta(minutes=5))
-    outcome = agent.run(tmp_path, NAME, "agent.toml", NOW)
+    outcome = agent.run(tmp_path, NAME, "agent.toml")
     assert not outcome.ok and outcome.route == "breakglass" and "status=401" in outcome.detail
 
 
@@ -144,7 +167,7 @@ def test_wrong_endpoint_in_overlay_fails(
     idp, service = world
     install(tmp_path, idp, service, service.base_url + "/api/deploy")
     activate(tmp_path, token, NOW + timedelta(minutes=5))
-    outcome = agent.run(tmp_path, NAME, "agent.toml", NOW)
+    outcome = agent.run(tmp_path, NAME, "agent.toml")
     assert not outcome.ok and outcome.route == "breakglass" and "status=401" in outcome.detail
 
 

@@ -118,6 +118,13 @@ def drill_group() -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Share-holder check-in file [default: images/NAME.checkins.jsonl beside the spec].",
 )
+@click.option(
+    "--unsafe-break",
+    type=click.Choice(["frozen-clock"]),
+    help="Rehearse a failure on purpose; the drill must then fail. frozen-clock: every host "
+    "command from the unseal on sees the clock stopped at that moment, so the window never "
+    "ends (expected: step 5 fails).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report data as JSON.")
 def drill_run(
     spec: Path,
@@ -125,6 +132,7 @@ def drill_run(
     report_dir: Path | None,
     enrolment: Path | None,
     checkins: Path | None,
+    unsafe_break: str | None,
     as_json: bool,
 ) -> None:
     """Rehearse break-glass for SPEC end to end on loopback; exit 1 naming the failed step."""
@@ -139,7 +147,16 @@ def drill_run(
         raise InputError("drill ttl must be between 5s and 5m")
     if not spec.is_file():
         raise InputError("no such spec file", where=str(spec))
-    result = Drill(spec, ttl_seconds, enrolment=enrolment, checkins=checkins).run()
+    if unsafe_break is not None:
+        click.echo(
+            f"breakglass: warning: unsafe break '{unsafe_break}': this drill rehearses a failure "
+            "and must fail",
+            err=True,
+        )
+    drill = Drill(
+        spec, ttl_seconds, enrolment=enrolment, checkins=checkins, unsafe_break=unsafe_break
+    )
+    result = drill.run()
     if report_dir is not None:
         write_report(result, report_dir)
     lines = [

@@ -49,13 +49,12 @@ for entry in index["files"]:
     )
 
 
-def _validate(path: str, check: str, *, needs_dir: str | None = None) -> None:
-    """Run ``check`` after ``path`` changed, where the checker exists; undo the file if it fails.
+def _validate(path: str, check: str, *, binary: str, needs_dir: str | None = None) -> None:
+    """Run ``check`` after ``path`` changed, where ``binary`` exists; undo the file if it fails.
 
     ``needs_dir`` is created for the check and removed again if it was absent.
     """
     target = shlex.quote(f"/{path}")
-    binary = shlex.split(check)[0]
     script = f"{check} || {{ rm -f {target}; exit 1; }}"
     if needs_dir:
         d = shlex.quote(needs_dir)
@@ -73,10 +72,17 @@ def _validate(path: str, check: str, *, needs_dir: str | None = None) -> None:
 
 if SSHD_DROPIN_PATH in puts:
     # sshd -t refuses to run without its privilege separation directory, which
-    # a chroot or an image that never booted does not have.
-    _validate(SSHD_DROPIN_PATH, "/usr/sbin/sshd -t -f /etc/ssh/sshd_config", needs_dir="/run/sshd")
+    # a chroot or an image that never booted does not have, and without a host
+    # key, which an image must not carry (each host makes its own at first boot):
+    # check the config with a throwaway key.
+    SSHD_CHECK = (
+        'k=$(mktemp -d) && ssh-keygen -q -t ed25519 -N "" -f "$k/key" '
+        '&& /usr/sbin/sshd -t -f /etc/ssh/sshd_config -h "$k/key"; '
+        'rc=$?; rm -rf "$k"; [ $rc -eq 0 ]'
+    )
+    _validate(SSHD_DROPIN_PATH, SSHD_CHECK, binary="/usr/sbin/sshd", needs_dir="/run/sshd")
 if SUDOERS_PATH in puts:
-    _validate(SUDOERS_PATH, f"/usr/sbin/visudo -c -q -f /{SUDOERS_PATH}")
+    _validate(SUDOERS_PATH, f"/usr/sbin/visudo -c -q -f /{SUDOERS_PATH}", binary="/usr/sbin/visudo")
 
 for user in index["users"]:
     server.user(

@@ -5,6 +5,12 @@ config, its break-glass overlay as the host activated it under ``run/``, the
 host state, and the unsealed token file the overlay names. It logs one line
 per call with the route and the outcome, never the credential.
 
+It does not second-guess ``expires_at``: like most automation holding a
+bearer token, it keeps using the credential for as long as the host leaves
+it in place. Revocation is the host's job (expiry wipes the token and the
+overlay and writes the state back to DORMANT), and that is what a drill must
+prove; an agent that stopped on its own would hide a host that never expires.
+
 Run it as ``python -m builder.drill.agent --root ROOT --config-name agent.toml
 --name deploy-agent``; exit 0 when the deploy call succeeded, 1 otherwise.
 """
@@ -12,21 +18,18 @@ Run it as ``python -m builder.drill.agent --root ROOT --config-name agent.toml
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 import tomllib
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from builder.payload import AGENTS_DIR, RUNTIME_DIR, STATE_DIR
 
-TIMEOUT_SECONDS = 3.0
+TIMEOUT_SECONDS = 10.0  # generous: a loaded machine must not turn a slow reply into an outage
 
 
 @dataclass(frozen=True)
@@ -42,15 +45,20 @@ class AgentOutcome:
         return f"agent={name} route={self.route} outcome={outcome} {self.detail}"
 
 
-def run(root: Path, name: str, config_name: str, now: datetime) -> AgentOutcome:
-    """Make one deploy call the way a real agent would; never raises for a failed call."""
+def run(root: Path, name: str, config_name: str) -> AgentOutcome:
+    """Make one deploy call the way a real agent would; never raises for a failed call.
+
+    The break-glass route is taken when the host state says the agent's scope
+    is ACTIVE and the activated overlay exists; otherwise the normal route.
+    Raises OSError or TOMLDecodeError only when the normal config is unreadable.
+    """
     overlay = root / RUNTIME_DIR / "agents" / name / config_name
     normal = _load(root / AGENTS_DIR / name / "normal" / config_name)
     dormant = root / AGENTS_DIR / name / "breakglass" / config_name
     scope = None
     if dormant.exists():
         scope = _table(_load(dormant), "agent").get("scope")
-    if scope is not None and overlay.exists() and _active_scope(root, now) == scope:
+    if scope is not None and overlay.exists() and active_scope(root) == scope:
         return _breakglass(root, _load(overlay))
     return _normal(normal)
 
@@ -129,33 +137,21 @@ def _table(config: dict[str, Any], key: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _active_scope(root: Path, now: datetime) -> str | None:
-    """The scope the host state says is ACTIVE and unexpired at ``now``, or None."""
-    # the host runtime owns the state format; fall back to reading the file when it is absent
-    try:
-        module = importlib.import_module("builder.host.state")
-    except ImportError:
-        return _active_scope_from_file(root, now)
-    active: Callable[[Path, datetime], str | None] = module.active_scope
-    return active(root, now)
+def active_scope(root: Path) -> str | None:
+    """The scope the host state file says is ACTIVE, or None; a missing or bad file is None.
 
-
-def _active_scope_from_file(root: Path, now: datetime) -> str | None:
-    # read the state file directly when the host package is not installed alongside
+    The window's ``expires_at`` is deliberately not compared with any clock:
+    see the module docstring.
+    """
     try:
         state = json.loads((root / STATE_DIR / "state.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(state, dict) or str(state.get("state", "")).upper() != "ACTIVE":
+    if not isinstance(state, dict) or state.get("phase") != "ACTIVE":
         return None
-    try:
-        expires = datetime.strptime(str(state["expires_at"]), "%Y-%m-%dT%H:%M:%SZ").replace(
-            tzinfo=UTC
-        )
-    except (KeyError, ValueError):
-        return None
-    scope = state.get("scope")
-    return scope if isinstance(scope, str) and now < expires else None
+    active = state.get("active")
+    scope = active.get("scope") if isinstance(active, dict) else None
+    return scope if isinstance(scope, str) else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="deploy-agent")
     args = parser.parse_args(argv)
     try:
-        outcome = run(args.root, args.name, args.config_name, datetime.now(UTC))
+        outcome = run(args.root, args.name, args.config_name)
     except (OSError, tomllib.TOMLDecodeError) as e:
         line = f"agent={args.name} route=none outcome=failed error=config:{_why(e)}"
         print(line, file=sys.stderr)

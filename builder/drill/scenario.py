@@ -13,29 +13,43 @@ what the stand-in service enrolled (drift). When the agent's scope and the
 emergency account's scope differ, steps 3-5 run once for each scope. The
 first failing step ends the drill; every process and temporary file is
 removed on the way out, also on SIGINT or SIGTERM.
+
+Expiry in step 5 is the host's own: the drill plays the image's expiry timer
+(``host tick``) from ``expires_at`` on and probes every access path until all
+fail. The reference agent keeps using its token for as long as the host leaves
+it in place, so a host that never expires fails step 5.
+
+``unsafe_break`` rehearses a failure on purpose and must make the drill fail:
+``frozen-clock`` runs every host command from the unseal on (including
+sshd's ``authorized-keys``) with the host clock stopped at the moment of
+unseal (``BREAKGLASS_UNSAFE_FROZEN_NOW``), so the window never ends.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
+from builder.drill import interrupt
 from builder.drill.report import DrillResult, Holder, Step
-from builder.errors import InputError
+from builder.errors import CheckFailed, InputError, StateError
 
 AUDIT_EVENTS = ("request-created", "approval-accepted", "activated", "expired")
+UNSAFE_BREAKS = ("frozen-clock",)
+REVOKE_GRACE_SECONDS = 15.0  # how long after expires_at access may take to disappear
+TICK_INTERVAL_SECONDS = 0.5  # the drill's stand-in for the expiry timer, between probes
+COMMAND_TIMEOUT = 300  # seconds; a bound for a stuck command, far above a loaded machine's pace
 
 
 class StepFailed(Exception):
@@ -60,7 +74,12 @@ class Drill:
         *,
         enrolment: Path | None = None,
         checkins: Path | None = None,
+        unsafe_break: str | None = None,
     ) -> None:
+        if unsafe_break is not None and unsafe_break not in UNSAFE_BREAKS:
+            raise InputError(f"unknown unsafe break '{unsafe_break}'")
+        self.unsafe_break = unsafe_break
+        self.host_env: dict[str, str] = {}  # added to every host command's environment
         self.spec_path = spec_path
         self.ttl = ttl_seconds
         self.enrolment_override = enrolment
@@ -78,11 +97,26 @@ class Drill:
     # ---- plumbing -------------------------------------------------------
 
     def _cmd(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """Run ``breakglass ARGS`` as users do; its output goes to the drill log."""
-        proc = subprocess.run(
-            [sys.executable, "-m", "builder", *args],
-            capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120, check=False,
-        )  # fmt: skip
+        """Run ``breakglass ARGS`` as users do; its output goes to the drill log.
+
+        ``host`` commands run with ``host_env`` added, as they would on the host.
+        """
+        from builder.host.clock import FROZEN_ENV
+
+        # an unsafe knob left in the caller's environment must not leak into a normal drill
+        env = {k: v for k, v in os.environ.items() if k != FROZEN_ENV}
+        if args[0] == "host":
+            env.update(self.host_env)
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "builder", *args], env=env,
+                capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=COMMAND_TIMEOUT,
+                check=False,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise StepFailed(
+                f"breakglass {' '.join(args[:2])} did not finish within {COMMAND_TIMEOUT} s"
+            ) from None
         self.log.append(f"$ breakglass {' '.join(args[:2])} -> {proc.returncode}")
         self.log.extend(line for line in proc.stderr.splitlines() if line)
         return proc
@@ -97,13 +131,17 @@ class Drill:
 
     def _agent(self) -> tuple[bool, str]:
         assert self.agent is not None
-        proc = subprocess.run(
-            [
-                sys.executable, "-m", "builder.drill.agent", "--root", str(self.root),
-                "--config-name", self.agent.config_name, "--name", self.agent.name,
-            ],
-            capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=30, check=False,
-        )  # fmt: skip
+        try:
+            proc = subprocess.run(
+                [
+                    sys.executable, "-m", "builder.drill.agent", "--root", str(self.root),
+                    "--config-name", self.agent.config_name, "--name", self.agent.name,
+                ],
+                capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=COMMAND_TIMEOUT,
+                check=False,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise StepFailed(f"the agent did not finish within {COMMAND_TIMEOUT} s") from None
         line = (proc.stdout.strip() or proc.stderr.strip() or "no output").splitlines()[-1]
         self.log.append(line)
         return proc.returncode == 0, line
@@ -117,7 +155,7 @@ class Drill:
         except StepFailed as e:
             self.steps.append(Step(name, False, started, self.clock.now(), str(e)))
             raise
-        except InputError as e:
+        except (InputError, CheckFailed, StateError) as e:
             self.steps.append(Step(name, False, started, self.clock.now(), e.message))
             raise StepFailed(e.message) from None
         self.steps.append(Step(name, True, started, self.clock.now(), "; ".join(notes)))
@@ -126,17 +164,18 @@ class Drill:
 
     def run(self) -> DrillResult:
         started_at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        work = Path(tempfile.mkdtemp(prefix="breakglass-drill-"))
-        try:
-            with ExitStack() as stack, _signals_interrupt():
-                stack.callback(shutil.rmtree, work, True)
-                try:
-                    self._prepare(work, stack)
-                    self._scenario()
-                except StepFailed:
-                    pass
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        # the handlers cover the whole run, cleanup included, so no signal can cut it short
+        with interrupt.cleanup_on_signals():
+            work = Path(tempfile.mkdtemp(prefix="breakglass-drill-"))
+            try:
+                with ExitStack() as stack:
+                    try:
+                        self._prepare(work, stack)
+                        self._scenario()
+                    except StepFailed:
+                        pass
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
         return DrillResult(
             image=self.image_name if hasattr(self, "image_name") else self.spec_path.stem,
             started_at=started_at,
@@ -180,7 +219,8 @@ class Drill:
             self.sshd = LoopbackSshd(
                 self.root, work / "sshd", tuple(s.emergency_user or "" for s in self.scopes)
             )
-            stack.enter_context(self.sshd)
+            stack.callback(self.sshd.stop)  # before start: an interrupt mid-start still stops it
+            self.sshd.start()
             sealed = drift.sealed_from_manifest(self.root / "etc/breakglass/manifest.json")
             report = drift.compare(sealed, enrolment.credentials, dt.datetime.now(dt.UTC))
             self.drift = tuple(e.to_dict() for e in report.entries)
@@ -199,6 +239,8 @@ class Drill:
             notes.append(
                 f"stand-ins on 127.0.0.1:{self.idp.port},{self.service.port}; sshd on :{self.sshd.port}"
             )
+            if self.unsafe_break == "frozen-clock":
+                notes.append("UNSAFE: host clock frozen at unseal, this drill must fail at step 5")
 
     def _scenario(self) -> None:
         with self._step("1. normal mode: agent through the identity provider") as notes:
@@ -217,7 +259,7 @@ class Drill:
         for n, scope in enumerate(windows):
             suffix = f" [{scope}]" if len(windows) > 1 else ""
             expires = self._open(scope, suffix)
-            self._use(scope, suffix, first=n == 0)
+            self._use(scope, suffix, expires, first=n == 0)
             self._expire(scope, suffix, expires, first=n == 0)
         self._audit()
 
@@ -247,6 +289,8 @@ class Drill:
                     str(k.signing_key), "--approver", name, "--yes", "--out", str(out), "--json",
                 ), f"approve by {name}")  # fmt: skip
                 approvals.append(str(out))
+            if self.unsafe_break == "frozen-clock" and not self.host_env:
+                self._freeze_host_clock(notes)
             result = self._json(
                 self._cmd(
                     "host",
@@ -271,12 +315,14 @@ class Drill:
                 self.secrets.append(path.read_bytes().strip())
         return self.clock.now() + (expires_at.timestamp() - time.time())
 
-    def _use(self, scope: str, suffix: str, *, first: bool) -> None:
+    def _use(self, scope: str, suffix: str, expires: float, *, first: bool) -> None:
         with self._step(f"4. break-glass access{suffix}") as notes:
             if scope == self.agent.scope:
                 ok, line = self._agent()
                 if not ok or "route=breakglass" not in line:
-                    raise StepFailed(f"agent failed on the break-glass route: {line}")
+                    raise StepFailed(
+                        f"agent failed on the break-glass route: {line}{_late(expires, self.clock.now())}"
+                    )
                 if first and self.t_outage is not None:
                     self.time_to_access = self.clock.now() - self.t_outage
                 notes.append(line)
@@ -286,7 +332,7 @@ class Drill:
                     login = self.sshd.login(s.emergency_user, key)
                     self.log.append(login.detail)
                     if not login.ok:
-                        raise StepFailed(login.detail)
+                        raise StepFailed(login.detail + _late(expires, self.clock.now()))
                     notes.append(login.detail)
 
     def _keep_key(self, scope: str) -> Path:
@@ -303,27 +349,40 @@ class Drill:
         copy.chmod(0o600)
         return copy
 
+    def _freeze_host_clock(self, notes: list[str]) -> None:
+        from builder.host.clock import FROZEN_ENV
+
+        moment = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.host_env[FROZEN_ENV] = moment
+        self.sshd.set_env(self.host_env)
+        notes.append(f"UNSAFE: host clock frozen at {moment}")
+
     def _expire(self, scope: str, suffix: str, expires: float, *, first: bool) -> None:
         with self._step(f"5. expiry: access revoked, no plaintext{suffix}") as notes:
-            deadline = expires + 15.0
-            revoked_at = None
-            while self.clock.now() < deadline:
-                if self.clock.now() >= expires - 0.5 and not self._still_open(scope):
+            time.sleep(max(0.0, expires - self.clock.now()))
+            deadline = expires + REVOKE_GRACE_SECONDS
+            while True:
+                # what the image's expiry timer runs; on a host it fires every few seconds
+                state = self._json(
+                    self._cmd("host", "tick", "--root", str(self.root), "--json"), "host tick"
+                )
+                still = self._still_open(scope)
+                if not still:
                     revoked_at = self.clock.now()
                     break
-                time.sleep(0.2)
-            if revoked_at is None:
-                raise StepFailed(f"access through {scope} still works 15 s after the TTL ended")
-            if revoked_at < expires:
-                revoked_at = expires
+                if self.clock.now() >= deadline:
+                    left = _plaintext(self.root)
+                    raise StepFailed(
+                        f"access through {scope} still works {REVOKE_GRACE_SECONDS:.0f} s after "
+                        f"the ttl ended ({', '.join(still)}); host {state.get('state')}, "
+                        f"{len(left)} plaintext file(s) remain"
+                    )
+                time.sleep(TICK_INTERVAL_SECONDS)
             if first:
                 self.time_to_revoke = revoked_at - expires
-            state = self._json(
-                self._cmd("host", "tick", "--root", str(self.root), "--json"), "host tick"
-            )
             if state.get("state") != "DORMANT":
                 raise StepFailed(f"host is {state.get('state')} after expiry, not DORMANT")
-            left = [p for p in (self.root / "run/breakglass").rglob("*") if p.is_file()]
+            left = _plaintext(self.root)
             if left:
                 raise StepFailed(
                     f"{len(left)} plaintext file(s) remain under run/breakglass after expiry"
@@ -332,18 +391,21 @@ class Drill:
                 f"revoked {revoked_at - expires:.2f} s after expiry; host DORMANT; no plaintext"
             )
 
-    def _still_open(self, scope: str) -> bool:
-        """Whether any access path of ``scope`` still works."""
-        if scope == self.agent.scope and self._agent()[0]:
-            return True
+    def _still_open(self, scope: str) -> list[str]:
+        """The access paths of ``scope`` that still work; empty when all are closed."""
+        still = []
+        if scope == self.agent.scope:
+            ok, line = self._agent()
+            if ok:
+                still.append(f"agent {line.split(' ', 1)[-1]}")
         for s in self.scopes:
             kept = self.variant.spec_path.parent / f"kept-{scope}.key"
             if s.name == scope and s.emergency_user and kept.exists():
                 login = self.sshd.login(s.emergency_user, kept)
                 self.log.append(login.detail)
                 if login.ok:
-                    return True
-        return False
+                    still.append(login.detail)
+        return still
 
     def _audit(self) -> None:
         with self._step("6. audit log verifies and records every step") as notes:
@@ -388,21 +450,17 @@ class Drill:
         return tuple(Holder(a, t) for a, t in roll_call(bundle, checkins).items())
 
 
+def _late(expires: float, now: float) -> str:
+    """Why a step-4 failure may be the clock's, not the path's: the window had already ended."""
+    if now < expires:
+        return ""
+    return f"; the window had ended {now - expires:.1f} s before, raise --ttl on a loaded machine"
+
+
+def _plaintext(root: Path) -> list[Path]:
+    return [p for p in (root / "run/breakglass").rglob("*") if p.is_file()]
+
+
 def _last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line]
     return lines[-1][:200] if lines else "no message"
-
-
-@contextmanager
-def _signals_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt too, so cleanup runs for either."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous: Callable[..., Any] | int | None = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)

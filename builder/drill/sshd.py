@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -40,6 +41,33 @@ def _tool(name: str) -> str:
     return path
 
 
+def _group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of group ``pgid``, from ``/proc``."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text(encoding="ascii", errors="replace").rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # exited while we looked
+        if len(fields) > 2 and fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(stat.parent.name))
+    return members
+
+
+def _group_gone(pgid: int, timeout: float) -> bool:
+    """Wait until group ``pgid`` has no live process; True when it has none.
+
+    A zombie counts as gone: it runs nothing and holds no file, and who reaps
+    it (init, after its parent was killed) is not ours to wait for.
+    """
+    deadline = time.monotonic() + timeout
+    while _group_members(pgid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -61,7 +89,27 @@ class LoopbackSshd:
         self.workdir = workdir
         self.users = users
         self.port = 0
+        self.env: dict[str, str] = {}
         self._proc: subprocess.Popen[bytes] | None = None
+
+    def set_env(self, env: dict[str, str]) -> None:
+        """Run every later ``authorized-keys`` call with ``env`` added (sshd itself clears it)."""
+        self.env = dict(env)
+        self._write_wrapper()
+
+    def _write_wrapper(self) -> None:
+        # the drop-in calls `breakglass host authorized-keys %u`; point it at this root
+        exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(self.env.items()))
+        text = (
+            f"#!/bin/sh\n{exports}"
+            f'exec "{sys.executable}" -m builder "$1" "$2" --root "{self.root}" "$3"\n'
+        )
+        wrapper = self.workdir / "bin" / "breakglass"
+        # replaced whole, so that a login racing the change runs the old script or the new one
+        tmp = wrapper.with_name(".breakglass.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.chmod(tmp, 0o755)  # noqa: S103 - sshd runs it; it holds no secret
+        os.replace(tmp, wrapper)
 
     def _prepare(self) -> list[str]:
         w = self.workdir
@@ -85,13 +133,7 @@ class LoopbackSshd:
         (w / "group").write_text(group, encoding="utf-8")
         (w / "privsep").mkdir(exist_ok=True, mode=0o755)
         (w / "bin").mkdir(exist_ok=True, mode=0o755)
-        wrapper = w / "bin" / "breakglass"
-        # the drop-in calls `breakglass host authorized-keys %u`; point it at this root
-        wrapper.write_text(
-            f'#!/bin/sh\nexec "{sys.executable}" -m builder "$1" "$2" --root "{self.root}" "$3"\n',
-            encoding="utf-8",
-        )
-        os.chmod(wrapper, 0o755)  # noqa: S103 - sshd runs it; it holds no secret
+        self._write_wrapper()
         self.port = _free_port()
         config = w / "sshd_config"
         config.write_text(
@@ -109,24 +151,40 @@ class LoopbackSshd:
             _tool("sshd"), "-D", "-e", "-f", str(config),
         ]  # fmt: skip
 
-    def start(self, timeout: float = 10.0) -> None:
-        """Start sshd and wait until it accepts connections. Raises CheckFailed if it does not."""
-        argv = self._prepare()
-        log = (self.workdir / "sshd.log").open("wb")
-        self._proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
-        )
-        log.close()
+    def start(self, timeout: float = 60.0, attempts: int = 5) -> None:
+        """Start sshd and wait until it says it listens. Raises CheckFailed if it never does.
+
+        Readiness is sshd's own "Server listening" line, not a successful
+        connect: the port is picked before sshd binds it, so another process
+        may take it meanwhile, and a connect would then reach that process.
+        Such a collision is retried with a fresh port.
+        """
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise CheckFailed(f"sshd exited at start ({self.log_tail()})")
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), 0.2),
-            ):
+        for _ in range(attempts):
+            argv = self._prepare()
+            if self._launch(argv, deadline):
                 return
+        raise CheckFailed(f"sshd could not bind a loopback port ({self.log_tail()})")
+
+    def _launch(self, argv: list[str], deadline: float) -> bool:
+        """Run sshd; True once it listens, False when its port was taken. Raises CheckFailed."""
+        log_path = self.workdir / "sshd.log"
+        with log_path.open("wb") as log:
+            self._proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+            )
+        listening = f"Server listening on 127.0.0.1 port {self.port}".encode()
+        while time.monotonic() < deadline:
+            text = log_path.read_bytes()
+            if listening in text:
+                return True
+            if self._proc.poll() is not None:
+                self._proc = None
+                if b"Address already in use" in text:
+                    return False
+                raise CheckFailed(f"sshd exited at start ({self.log_tail()})")
             time.sleep(0.05)
+        self.stop()
         raise CheckFailed("sshd did not start listening in time")
 
     def log_tail(self) -> str:
@@ -135,12 +193,12 @@ class LoopbackSshd:
             return lines[-1][:200] if lines else "no log"
         return "no log"
 
-    def login(self, user: str, key: Path, timeout: float = 15.0) -> LoginResult:
+    def login(self, user: str, key: Path, timeout: float = 60.0) -> LoginResult:
         """Log in as ``user`` with the private key file ``key`` and run ``id -un``; never raises."""
         argv = [
             _tool("ssh"), "-F", "/dev/null", "-i", str(key), "-p", str(self.port),
             "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",
-            "-o", f"UserKnownHostsFile={self.workdir / 'known_hosts'}", "-o", "ConnectTimeout=5",
+            "-o", f"UserKnownHostsFile={self.workdir / 'known_hosts'}", "-o", "ConnectTimeout=30",
             "-o", "LogLevel=ERROR", f"{user}@127.0.0.1", "id -un",
         ]  # fmt: skip
         try:
@@ -161,18 +219,21 @@ class LoopbackSshd:
         return LoginResult(False, user, f"ssh login as {user} refused ({reason})")
 
     def stop(self) -> None:
-        """Stop sshd and every process of its session; calling it twice is harmless."""
+        """Stop sshd and every process of its group, and wait until they are gone.
+
+        Calling it twice is harmless. Per-connection children start their own
+        session; they end with their client, which the drill never leaves running.
+        """
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
+        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+                os.killpg(proc.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=wait)
+            if _group_gone(proc.pid, wait):
+                return
 
     def __enter__(self) -> LoopbackSshd:
         self.start()
