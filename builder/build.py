@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +20,7 @@ from typing import Any
 from builder import __version__, canonical, sshsig
 from builder.bundle import SealedBundle
 from builder.errors import InputError
-from builder.fsio import fsync_dir
+from builder.fsio import new_directory
 from builder.manifest import compose
 from builder.payload import (
     BUNDLE_PATH,
@@ -227,20 +225,11 @@ def build_oci(plan: BuildPlan, out: Path, sign_key: Path | None) -> BuildResult:
             where=str(image_dir),
             hint=f"versions are immutable; run `breakglass bump {spec.path}`",
         )
-    image_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{spec.version}.", dir=image_dir.parent))
-    try:
+    with new_directory(image_dir) as staging:
         oci.write_layout(layout, staging / "oci")
         for name in (MANIFEST_NAME, SIGNATURE_NAME):
             if name in outputs:
                 _write_file(staging / name, outputs[name])
-        os.chmod(staging, 0o755)  # noqa: S103 - a published image is world-readable; it holds no secret
-        fsync_dir(staging)
-        os.rename(staging, image_dir)
-        fsync_dir(image_dir.parent)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return result
 
 

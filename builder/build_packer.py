@@ -11,16 +11,13 @@ qcow2 files Packer produced.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from builder import canonical, sshsig
 from builder.build import MANIFEST_NAME, SIGNATURE_NAME, BuildPlan, BuildResult
 from builder.errors import InputError
-from builder.fsio import fsync_dir, write_atomic
+from builder.fsio import new_directory, write_atomic
 from builder.packer import PackerEvent
 
 
@@ -52,9 +49,7 @@ def build_packer(
             where=str(image_dir),
             hint=f"machine images are not reproducible byte for byte; run `breakglass bump {spec.path}`",
         )
-    image_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{spec.version}.", dir=image_dir.parent))
-    try:
+    with new_directory(image_dir) as staging:
         result = build_with_packer(spec.packer, plan.files, plan.dirs, staging, on_event=on_event)
         doc = json.loads(plan.manifest)
         doc["provenance"]["artifacts"] = result.artifact_ids
@@ -63,10 +58,4 @@ def build_packer(
         if sign_key is not None:
             signature = sshsig.sign(manifest, sign_key, sshsig.MANIFEST_NAMESPACE)
             write_atomic(staging / SIGNATURE_NAME, signature.encode("ascii"))
-        os.chmod(staging, 0o755)  # noqa: S103 - build output is world-readable; it holds no secret
-        os.rename(staging, image_dir)
-        fsync_dir(image_dir.parent)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return BuildResult(image_dir, canonical.digest(manifest), "", sign_key is not None, True)
