@@ -161,7 +161,7 @@ def public_of(identity: Identity) -> str:
 
 
 def identity_text(identity: Identity) -> Secret:
-    """The ``AGE-SECRET-KEY-1...`` line of an X25519 identity, masked."""
+    """The bech32 secret-key line of an X25519 identity, masked."""
     return Secret(str(identity).encode("ascii"))
 
 

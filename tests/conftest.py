@@ -31,6 +31,15 @@ def require_tool(name: str) -> str:
     pytest.skip(f"{name} not installed")
 
 
+def require_root(why: str) -> None:
+    """Skip locally, fail under CI, when not root."""
+    if os.geteuid() == 0:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"this test must run as root in CI ({why})")
+    pytest.skip(f"needs root: {why}")
+
+
 DEMO_KEYS = ROOT / "examples" / "keys"
 BREAKGLASS = [sys.executable, "-m", "builder"]
 

@@ -18,22 +18,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import DEMO_KEYS, ROOT, require_tool
 
 # What a login shell on the image would have; nothing of the test machine leaks in.
 IMAGE_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
 EMERGENCY_USER = "breakglass"
-
-
-def require_root(why: str) -> None:
-    """Skip locally, fail under CI, when not root."""
-    if os.geteuid() == 0:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"this end-to-end test must run as root in CI ({why})")
-    pytest.skip(f"needs root: {why}")
 
 
 def copy_example(dest: Path, extra_yaml: str = "") -> Path:

@@ -11,6 +11,7 @@ import pytest
 from builder.deploy import provision, stage_payload
 from builder.payload import PayloadFile
 from builder.runtime_payload import LAUNCHER_PATH, LIB_DIR, host_runtime_files
+from tests.conftest import require_tool
 from tests.deploy_fixtures import DIRS
 
 SYSTEM_PYTHON = Path("/usr/bin/python3")
@@ -51,8 +52,7 @@ def test_launcher_runs_the_cli_with_an_isolated_interpreter() -> None:
 
 
 def test_bare_system_python_imports_the_host_path_from_the_payload(tmp_path: Path) -> None:
-    if not SYSTEM_PYTHON.exists():
-        pytest.skip("no /usr/bin/python3 on this machine")
+    require_tool(str(SYSTEM_PYTHON))
     _install(host_runtime_files(), tmp_path)
     lib = tmp_path / LIB_DIR
     # -S: no site-packages at all, so only what the payload carries can be imported.

@@ -25,7 +25,7 @@ import pytest
 
 from builder.base import BaseImage
 from builder.runtime_payload import LAUNCHER_PATH, LIB_DIR
-from tests.conftest import require_tool, run_cli
+from tests.conftest import require_root, require_tool, run_cli
 from tests.deploy_fixtures import passwd_entry
 from tests.e2e_helpers import (
     EMERGENCY_USER,
@@ -33,7 +33,6 @@ from tests.e2e_helpers import (
     copy_example,
     image_sshd,
     in_image,
-    require_root,
     ssh_login,
 )
 

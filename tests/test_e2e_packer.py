@@ -19,14 +19,13 @@ import pytest
 
 from builder.canonical import digest
 from builder.payload import MANIFEST_PATH, RUNTIME_DIR, STATE_DIR
-from tests.conftest import require_tool, run_cli
+from tests.conftest import require_root, require_tool, run_cli
 from tests.deploy_fixtures import passwd_entry
 from tests.e2e_helpers import (
     EMERGENCY_USER,
     copy_example,
     error_lines,
     in_image,
-    require_root,
 )
 
 pytestmark = pytest.mark.e2e

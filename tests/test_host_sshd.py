@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
 import shutil
 import socket
 import subprocess
@@ -24,7 +23,7 @@ import pytest
 from builder.host.request import open_request
 from builder.host.unseal import unseal
 from tests import hostkit
-from tests.conftest import require_tool
+from tests.conftest import require_root, require_tool
 
 pytestmark = pytest.mark.e2e
 
@@ -124,10 +123,7 @@ def _activate(image: hostkit.Image, ttl: int) -> None:
 
 
 def test_sshd_admits_the_emergency_key_only_while_active(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("the sshd test must run as root in CI")
-        pytest.skip("needs root to run sshd and add a local account")
+    require_root("to run sshd and add a local account")
     require_tool("ssh")
     image = hostkit.clone(hostkit.shared_image(), tmp_path / "root")
     user = image.emergency_user
