@@ -12,7 +12,7 @@ from pathlib import Path
 from builder import agecrypt
 from builder.errors import InputError, ToolMissing
 from builder.fsio import write_atomic
-from builder.spec import NAME_RE
+from builder.yamlfile import NAME_RE
 
 
 @dataclass(frozen=True)

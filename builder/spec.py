@@ -8,62 +8,24 @@ and every error names ``file:line:col``.
 
 from __future__ import annotations
 
-import base64
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builder import agecrypt, canonical, duration
+from builder import canonical, duration
 from builder.errors import InputError
-from builder.quorum import Group, fewest
-from builder.yamlfile import Node, load, to_plain
+from builder.policy import Approver, Policy, parse_approvers, parse_policy
+from builder.yamlfile import Node, load, node_duration, node_name, to_plain, unique
 
-MAX_TTL_CAP = 24 * 3600
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 SEMVER_RE = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 # An exact sudoers command: an absolute path and plain arguments, single spaces.
 # Everything sudoers reads as syntax is out: a ',' would start a second command
 # (`/bin/true, /bin/sh`), and '*', '?', '[' and backslash are sudo's wildcards and escapes.
 SUDO_COMMAND_RE = re.compile(r"^/[A-Za-z0-9_./+-]+( [A-Za-z0-9_./@%+-]+)*$")
-SIGNING_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "sk-ssh-ed25519@openssh.com", "ecdsa-sha2-nistp256")
 GENERATED_KINDS = ("ssh-ed25519", "token", "password")
 SUPPLIED_KINDS = ("token", "password", "opaque")
-
-
-@dataclass(frozen=True)
-class Approver:
-    name: str
-    recipient: str
-    signing_key: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "recipient": self.recipient, "signing_key": self.signing_key}
-
-
-@dataclass(frozen=True)
-class Policy:
-    group_threshold: int
-    groups: tuple[Group, ...]
-    allow_single_approver: bool
-    justification: str | None
-    max_ttl: int
-    request_lifetime: int
-    rotate_every: int
-    on_activate: tuple[str, ...] | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "group_threshold": self.group_threshold,
-            "groups": [g.to_dict() for g in self.groups],
-            "allow_single_approver": self.allow_single_approver,
-            "justification": self.justification,
-            "max_ttl_seconds": self.max_ttl,
-            "request_lifetime_seconds": self.request_lifetime,
-            "rotate_every_seconds": self.rotate_every,
-            "on_activate": list(self.on_activate) if self.on_activate is not None else None,
-        }
 
 
 @dataclass(frozen=True)
@@ -175,13 +137,13 @@ def load_spec(path: Path) -> ImageSpec:
     """Parse and validate a spec file. Raises InputError naming ``file:line:col`` and the problem."""
     root = load(path)
     root.mapping("the spec", TOP_KEYS, {"name", "version", "approvers", "policy", "scopes"})
-    name = _name(root.get("name"), "name")
+    name = node_name(root.get("name"), "name")
     version_node = root.get("version")
     version = version_node.text("version")
     if not SEMVER_RE.match(version):
         raise version_node.error(f"version '{version}' is not semver (MAJOR.MINOR.PATCH)")
-    approvers = _approvers(root.get("approvers"))
-    policy = _policy(root.get("policy"), approvers)
+    approvers = parse_approvers(root.get("approvers"))
+    policy = parse_policy(root.get("policy"), approvers)
     scopes = _scopes(root.get("scopes"), policy)
     credentials = _credentials(root.get("credentials"), scopes) if root.has("credentials") else ()
     agents = _agents(root.get("agents"), scopes) if root.has("agents") else ()
@@ -210,163 +172,6 @@ def load_spec(path: Path) -> ImageSpec:
     )
 
 
-def _name(node: Node, what: str) -> str:
-    value = node.text(what)
-    if not NAME_RE.match(value):
-        raise node.error(f"{what} '{value}' must be lowercase letters, digits and dashes")
-    return value
-
-
-def _unique(node: Node, seen: set[str], value: str, what: str) -> None:
-    if value in seen:
-        raise node.error(f"duplicate {what} '{value}'")
-    seen.add(value)
-
-
-def _approvers(node: Node) -> tuple[Approver, ...]:
-    out: list[Approver] = []
-    names: set[str] = set()
-    recipients: set[str] = set()
-    for item in node.items("approvers"):
-        item.mapping(
-            "an approver",
-            {"name", "recipient", "signing_key"},
-            {"name", "recipient", "signing_key"},
-        )
-        name = _name(item.get("name"), "approver name")
-        _unique(item.get("name"), names, name, "approver")
-        rnode = item.get("recipient")
-        recipient = rnode.text("recipient").strip()
-        try:
-            agecrypt.recipient_kind(recipient)
-        except InputError as e:
-            raise rnode.error(f"approver '{name}': {e.message}") from None
-        _unique(rnode, recipients, recipient, "approver recipient")
-        knode = item.get("signing_key")
-        key = knode.text("signing_key").strip()
-        _check_signing_key(knode, key, name)
-        out.append(Approver(name, recipient, key))
-    if not out:
-        raise node.error("approvers must not be empty")
-    return tuple(out)
-
-
-def _check_signing_key(node: Node, key: str, approver: str) -> None:
-    parts = key.split()
-    if len(parts) < 2 or parts[0] not in SIGNING_KEY_TYPES:
-        raise node.error(f"approver '{approver}': signing_key must be an OpenSSH public key line")
-    try:
-        blob = base64.b64decode(parts[1], validate=True)
-    except ValueError:
-        raise node.error(f"approver '{approver}': signing_key is not valid base64") from None
-    if not blob.startswith(len(parts[0]).to_bytes(4, "big") + parts[0].encode()):
-        raise node.error(f"approver '{approver}': signing_key type does not match its key data")
-
-
-def _policy(node: Node, approvers: tuple[Approver, ...]) -> Policy:
-    node.mapping(
-        "policy",
-        {
-            "threshold",
-            "groups",
-            "group_threshold",
-            "allow_single_approver",
-            "justification",
-            "max_ttl",
-            "request_lifetime",
-            "rotate_every",
-            "on_activate",
-        },
-        {"max_ttl", "rotate_every"},
-    )
-    names = {a.name for a in approvers}
-    allow_single = (
-        node.get("allow_single_approver").flag("allow_single_approver")
-        if node.has("allow_single_approver")
-        else False
-    )
-    justification = node.get("justification").opt_text("justification")
-    if node.has("groups") == node.has("threshold"):
-        raise node.error("policy needs exactly one of 'threshold' or 'groups'")
-    if node.has("threshold"):
-        tnode = node.get("threshold")
-        groups: tuple[Group, ...] = (
-            Group("default", tnode.integer("threshold"), tuple(a.name for a in approvers)),
-        )
-        group_threshold = 1
-        where = {0: tnode}
-    else:
-        groups, where = _groups(node.get("groups"), names)
-        gt_node = node.get("group_threshold")
-        group_threshold = gt_node.integer("group_threshold") if node.has("group_threshold") else 1
-        if not 1 <= group_threshold <= len(groups):
-            raise gt_node.error(
-                f"group_threshold {group_threshold} must be between 1 and {len(groups)}"
-            )
-    for i, g in enumerate(groups):
-        if g.threshold < 1 or g.threshold > len(g.members):
-            raise where[i].error(
-                f"threshold {g.threshold} of group '{g.name}' must be between 1 and its "
-                f"{len(g.members)} approvers"
-            )
-    if fewest(group_threshold, (g.threshold for g in groups)) < 2 and not allow_single:
-        raise where[0].error(
-            "a single approver could unseal alone (two-person rule)",
-            hint="raise the threshold, or set allow_single_approver: true with a justification",
-        )
-    if allow_single and not justification:
-        raise node.get("allow_single_approver").error("allow_single_approver needs a justification")
-    max_ttl = _duration(node.get("max_ttl"), "max_ttl")
-    if max_ttl > MAX_TTL_CAP:
-        raise node.get("max_ttl").error("max_ttl must be at most 24h")
-    request_lifetime = (
-        _duration(node.get("request_lifetime"), "request_lifetime")
-        if node.has("request_lifetime")
-        else 1800
-    )
-    on_activate = node.get("on_activate").texts("on_activate") if node.has("on_activate") else None
-    if on_activate is not None and not on_activate:
-        raise node.get("on_activate").error("on_activate must name a command")
-    return Policy(
-        group_threshold=group_threshold,
-        groups=groups,
-        allow_single_approver=allow_single,
-        justification=justification,
-        max_ttl=max_ttl,
-        request_lifetime=request_lifetime,
-        rotate_every=_duration(node.get("rotate_every"), "rotate_every"),
-        on_activate=on_activate,
-    )
-
-
-def _groups(node: Node, names: set[str]) -> tuple[tuple[Group, ...], dict[int, Node]]:
-    groups: list[Group] = []
-    where: dict[int, Node] = {}
-    seen: set[str] = set()
-    members_seen: set[str] = set()
-    for i, item in enumerate(node.items("groups")):
-        item.mapping("a group", {"name", "threshold", "members"}, {"name", "threshold", "members"})
-        gname = _name(item.get("name"), "group name")
-        _unique(item.get("name"), seen, gname, "group")
-        members = item.get("members").texts("members")
-        for m in members:
-            if m not in names:
-                raise item.get("members").error(f"group '{gname}' names unknown approver '{m}'")
-            _unique(item.get("members"), members_seen, m, "group member")
-        where[i] = item.get("threshold")
-        groups.append(Group(gname, item.get("threshold").integer("threshold"), members))
-    if not groups:
-        raise node.error("groups must not be empty")
-    return tuple(groups), where
-
-
-def _duration(node: Node, what: str) -> int:
-    try:
-        return duration.parse(node.value)
-    except InputError as e:
-        raise node.error(f"{what}: {e.message}") from None
-
-
 def _scopes(node: Node, policy: Policy) -> tuple[Scope, ...]:
     out: list[Scope] = []
     seen: set[str] = set()
@@ -378,10 +183,10 @@ def _scopes(node: Node, policy: Policy) -> tuple[Scope, ...]:
         raw = name_node.text("scope name")
         if any(ch in raw for ch in "*?[]"):
             raise name_node.error(f"scope '{raw}' contains a wildcard; name each scope exactly")
-        name = _name(name_node, "scope name")
-        _unique(name_node, seen, name, "scope")
+        name = node_name(name_node, "scope name")
+        unique(name_node, seen, name, "scope")
         max_ttl = (
-            _duration(item.get("max_ttl"), "max_ttl") if item.has("max_ttl") else policy.max_ttl
+            node_duration(item.get("max_ttl"), "max_ttl") if item.has("max_ttl") else policy.max_ttl
         )
         if max_ttl > policy.max_ttl:
             raise item.get("max_ttl").error(
@@ -417,8 +222,8 @@ def _credentials(node: Node, scopes: tuple[Scope, ...]) -> tuple[Credential, ...
         item.mapping(
             "a credential", {"name", "scope", "generate", "from_file", "from_env", "kind"}, {"name"}
         )
-        name = _name(item.get("name"), "credential name")
-        _unique(item.get("name"), seen, name, "credential")
+        name = node_name(item.get("name"), "credential name")
+        unique(item.get("name"), seen, name, "credential")
         if not item.has("scope"):
             raise item.error(f"credential '{name}' has no scope")
         scope = item.get("scope").text("scope")
@@ -471,8 +276,8 @@ def _agents(node: Node, scopes: tuple[Scope, ...]) -> tuple[Agent, ...]:
             {"name", "scope", "config_name", "templates", "vars"},
             {"name", "scope", "config_name", "templates"},
         )
-        name = _name(item.get("name"), "agent name")
-        _unique(item.get("name"), seen, name, "agent")
+        name = node_name(item.get("name"), "agent name")
+        unique(item.get("name"), seen, name, "agent")
         scope = item.get("scope").text("scope")
         if scope not in scope_names:
             raise item.get("scope").error(f"agent '{name}' names unknown scope '{scope}'")

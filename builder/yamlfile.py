@@ -17,6 +17,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from builder import duration
 from builder.errors import InputError
 
 T = TypeVar("T")
@@ -196,3 +197,31 @@ def _type_name(value: Any) -> str:
     if isinstance(value, list):
         return "a list"
     return type(value).__name__
+
+
+# Field checks that every section of a spec shares.
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def node_name(node: Node, what: str) -> str:
+    """A name (image, approver, scope, ...): lowercase letters, digits and dashes."""
+    value = node.text(what)
+    if not NAME_RE.match(value):
+        raise node.error(f"{what} '{value}' must be lowercase letters, digits and dashes")
+    return value
+
+
+def unique(node: Node, seen: set[str], value: str, what: str) -> None:
+    """Record ``value`` in ``seen``; a second occurrence is an error located at ``node``."""
+    if value in seen:
+        raise node.error(f"duplicate {what} '{value}'")
+    seen.add(value)
+
+
+def node_duration(node: Node, what: str) -> int:
+    """A duration such as ``15m``, in seconds."""
+    try:
+        return duration.parse(node.value)
+    except InputError as e:
+        raise node.error(f"{what}: {e.message}") from None
