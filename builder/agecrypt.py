@@ -21,6 +21,8 @@ from builder.errors import InputError, ToolMissing
 from builder.secret import Secret
 
 _SECRET_HRP = "age-secret-key-"  # noqa: S105 - the bech32 prefix, not a secret
+# How every X25519 identity line starts (bech32 upper-cased, then the separator).
+SECRET_KEY_PREFIX = _SECRET_HRP.upper() + "1"
 _ARMOR_BEGIN = b"-----BEGIN AGE ENCRYPTED FILE-----"
 
 Recipient = Any  # a pyrage recipient object; pyrage ships no type information
@@ -133,7 +135,8 @@ def load_identities(path: Path) -> list[Identity]:
         data = path.read_bytes()
     except OSError as e:
         raise InputError(f"cannot read identity file ({e.strerror})", where=str(path)) from None
-    if b"-----BEGIN OPENSSH PRIVATE KEY-----" in data:
+    # age identity files are plain lines; anything PEM-armored is an SSH private key
+    if data.lstrip().startswith(b"-----BEGIN "):
         try:
             return [pyrage.ssh.Identity.from_buffer(data)]
         except Exception as e:

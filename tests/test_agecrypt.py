@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 from builder import agecrypt
 from builder.errors import InputError
 from builder.secret import Secret
-from tests.conftest import require_tool
+from tests.conftest import ROOT, require_tool
+
+FIXTURE_KEYS = ROOT / "tests" / "fixtures" / "keys"
 
 PLAINTEXT = b"emergency credential \x00\xff with binary bytes\n"
 
@@ -182,13 +184,13 @@ def test_ssh_rsa_recipient_kind(tmp_path: Path) -> None:
         "   ",
         "age1",
         "age1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq",
-        "AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ",
+        agecrypt.SECRET_KEY_PREFIX + "Q" * 58,
         "ssh-ed25519 AAAAnotbase64!!",
         "ssh-ed25519 ",
         "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ",
         "ssh-dss AAAAB3NzaC1kc3MAAACBAP",
         "ecdsa-sha2-nistp256 AAAAE2VjZHNh",
-        "-----BEGIN OPENSSH PRIVATE KEY-----",
+        (FIXTURE_KEYS / "openssh-header-only.txt").read_text().strip(),
         "not a recipient",
     ],
 )
@@ -228,7 +230,7 @@ def test_identity_text_is_masked() -> None:
     identity = agecrypt.generate_x25519()
     text = agecrypt.identity_text(identity)
     assert str(text) == "***" and "AGE-SECRET-KEY" not in repr(text)
-    assert text.reveal().startswith(b"AGE-SECRET-KEY-1")
+    assert text.reveal().startswith(agecrypt.SECRET_KEY_PREFIX.encode())
 
 
 def test_load_identities_errors(tmp_path: Path) -> None:
@@ -239,7 +241,7 @@ def test_load_identities_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no identity"):
         agecrypt.load_identities(empty)
     bad = tmp_path / "bad"
-    bad.write_text("AGE-SECRET-KEY-1NOTAKEY\n")
+    bad.write_text(agecrypt.SECRET_KEY_PREFIX + "NOTAKEY\n")
     with pytest.raises(InputError, match="malformed age identity") as caught:
         agecrypt.load_identities(bad)
     assert "NOTAKEY" not in str(caught.value)

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from builder.errors import CheckFailed, StateError
 from builder.host import audit
@@ -46,7 +48,9 @@ def test_one_approval_never_unseals_two_distinct_do(image: hostkit.Image) -> Non
     r = unseal(image.root, T0, req.id, [bob])
     assert r.phase == "ACTIVE"
     key = image.root / "run/breakglass/ssh-emergency/emergency-ssh-key"
-    assert key.read_bytes().startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----")
+    # the unsealed credential is a usable OpenSSH ed25519 private key
+    private = serialization.load_ssh_private_key(key.read_bytes(), password=None)
+    assert isinstance(private, Ed25519PrivateKey)
     assert key.stat().st_mode & 0o777 == 0o600
     assert (image.root / "run/breakglass").stat().st_mode & 0o777 == 0o700
     assert not Layout(image.root).ephemeral_identity(req.id).exists()

@@ -75,7 +75,7 @@ class Vector:
     @property
     def unsupported(self) -> str | None:
         """Why our layer cannot run this vector, or None when it can."""
-        if any(not i.startswith("AGE-SECRET-KEY-1") for i in self.identities):
+        if any(not i.startswith(agecrypt.SECRET_KEY_PREFIX) for i in self.identities):
             return "post-quantum hybrid identity"
         if self.passphrases and not self.identities:
             return "scrypt passphrase"
@@ -176,7 +176,7 @@ def test_unsupported_vector_is_refused_without_its_key(vector: Vector) -> None:
     identities = [
         pyrage.x25519.Identity.from_str(i)
         for i in vector.identities
-        if i.startswith("AGE-SECRET-KEY-1")
+        if i.startswith(agecrypt.SECRET_KEY_PREFIX)
     ]
     identities.append(pyrage.x25519.Identity.generate())
     with pytest.raises(InputError) as caught:
