@@ -65,10 +65,16 @@ def _check(
     if approval.approver == request.requester:
         raise _Refused("the requester cannot approve their own request")
     approver = image.approvers.get(approval.approver)
-    if approver is None or approval.approver not in request.shares:
+    if approver is None:
         raise _Refused("approver is not in the image's policy")
+    # an approver of the image who is in no group holds no share: whatever share they send
+    # decrypts (the request's recipient is public), so it must not count toward the quorum
+    if approval.approver not in request.shares:
+        raise _Refused("approver holds no share of this request")
     if approval.not_after != request.not_after:
         raise _Refused("approval expiry does not match the request")
+    # settle drops the request at its not_after, but by the state file, which is not
+    # trusted: the approval's own signed expiry is checked here as well
     if now > approval.not_after:
         raise _Refused("approval has expired")
     try:
