@@ -254,7 +254,7 @@ def test_verify_refuses_a_signed_manifest_with_the_case_policy(path: Path, tmp_p
         sshsig.sign(raw, key, sshsig.MANIFEST_NAMESPACE)
     )
     proc = run(tmp_path, "verify", str(image), "--allowed-signers", str(signers))
-    assert proc.returncode != 0 and case.verify not in proc.stderr, proc.stderr
+    assert proc.returncode != 0 and str(case.verify) not in proc.stderr, proc.stderr
 
 
 def test_accepted_cases_exist() -> None:
