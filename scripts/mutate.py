@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Mutation testing of the security core with mutmut; prints the score per module.
+
+Reads ``tests/mutation.toml`` (modules, the tests that exercise each one, and
+the minimum score) and ``tests/mutation-survivors.md`` (the surviving mutants
+that are equivalent to the original, each with the reason). Runs mutmut in a
+scratch copy of the project (``build/mutation``), so the work tree and its
+``pyproject.toml`` are never touched, then prints one line per module.
+
+Exit 0 when every module scores at least ``min_score`` percent killed and every
+survivor is accounted for; 1 otherwise; 2 on a bad configuration.
+
+    scripts/mutate.py                      # every module in tests/mutation.toml
+    scripts/mutate.py builder/quorum.py    # only these modules (the score gate still applies)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "tests" / "mutation.toml"
+SURVIVORS = ROOT / "tests" / "mutation-survivors.md"
+WORK = ROOT / "build" / "mutation"
+# what the tests read besides builder/ and tests/ (mutmut copies those two itself)
+ALSO_COPY = ["templates", "images", "examples", "pyproject.toml"]
+# a mutant that makes the tests hang or crash the interpreter is found out all the same
+KILLED = {"killed", "timeout", "segfault", "caught by type check"}
+# `survived` and also `no tests`: no selected test ever calls the mutated function
+_LISTED = re.compile(r"`(builder\.[^`]+__mutmut_\d+)`")
+_RESULT = re.compile(r"^\s+(builder\.\S+__mutmut_\d+): (.+)$")
+
+
+def _load(selected: list[str]) -> tuple[int, dict[str, list[str]]]:
+    doc = tomllib.loads(CONFIG.read_text(encoding="utf-8"))
+    modules: dict[str, list[str]] = doc["modules"]
+    for module, tests in modules.items():
+        missing = [p for p in [module, *tests] if not (ROOT / p).is_file()]
+        if missing:
+            sys.exit(f"mutate: {CONFIG.name}: {module}: no such file {missing[0]}")
+    if selected:
+        unknown = [m for m in selected if m not in modules]
+        if unknown:
+            sys.exit(f"mutate: {unknown[0]} is not listed in {CONFIG.name}")
+        modules = {m: modules[m] for m in selected}
+    return int(doc["min_score"]), modules
+
+
+def _mutmut_config(modules: dict[str, list[str]]) -> str:
+    tests = sorted({t for ts in modules.values() for t in ts})
+
+    def toml_list(items: list[str]) -> str:
+        return "[" + ", ".join(f'"{i}"' for i in items) + "]"
+
+    return (
+        "\n[tool.mutmut]\n"
+        'source_paths = ["builder"]\n'
+        f"only_mutate = {toml_list(list(modules))}\n"
+        f"pytest_add_cli_args_test_selection = {toml_list(tests)}\n"
+        f"also_copy = {toml_list(ALSO_COPY[:-1])}\n"
+        "use_git_change_detection = false\n"
+    )
+
+
+def _prepare(modules: dict[str, list[str]]) -> None:
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".hypothesis")
+    for name in ["builder", "tests", *ALSO_COPY[:-1]]:
+        shutil.copytree(ROOT / name, WORK / name, ignore=ignore, symlinks=True)
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    if "[tool.mutmut]" in pyproject:
+        sys.exit("mutate: pyproject.toml has its own [tool.mutmut]; the config is tests/mutation.toml")
+    (WORK / "pyproject.toml").write_text(pyproject + _mutmut_config(modules), encoding="utf-8")
+    # git does not keep file modes; ssh-keygen refuses a private key that others can read
+    for key in (WORK / "examples" / "keys").glob("*"):
+        if key.suffix != ".pub" and key.name not in ("allowed_signers", "README.md"):
+            key.chmod(0o600)
+
+
+def _module_of(mutant: str, modules: dict[str, list[str]]) -> str | None:
+    for module in modules:
+        dotted = module.removesuffix(".py").replace("/", ".") + "."
+        if mutant.startswith(dotted):
+            return module
+    return None
+
+
+def main(argv: list[str]) -> int:
+    min_score, modules = _load(argv)
+    _prepare(modules)
+    mutmut = Path(sys.executable).with_name("mutmut")
+    env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
+    start, cpu0 = time.monotonic(), os.times()
+    run = subprocess.run(
+        [str(mutmut), "run"], cwd=WORK, env=env, stdout=subprocess.DEVNULL, check=False
+    )
+    wall = time.monotonic() - start
+    cpu1 = os.times()
+    cpu = (cpu1.children_user - cpu0.children_user) + (cpu1.children_system - cpu0.children_system)
+    if run.returncode != 0:
+        print(f"mutate: mutmut run failed (exit {run.returncode})", file=sys.stderr)
+        return 1
+    out = subprocess.run(
+        [str(mutmut), "results", "--all", "true"],
+        cwd=WORK, env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    status: dict[str, str] = {}
+    for line in out.stdout.splitlines():
+        m = _RESULT.match(line)
+        if m:
+            status[m.group(1)] = m.group(2)
+    listed = set(_LISTED.findall(SURVIVORS.read_text(encoding="utf-8")))
+    failed = False
+    passed_modules = 0
+    print(f"{'module':40} {'mutants':>7} {'killed':>6} {'equiv.':>6} {'score':>6}")
+    for module in modules:
+        mine = {k: v for k, v in status.items() if _module_of(k, modules) == module}
+        killed = sum(1 for v in mine.values() if v in KILLED)
+        alive = sorted(k for k, v in mine.items() if v not in KILLED)
+        unlisted = [k for k in alive if k not in listed]
+        score = 100.0 * killed / len(mine) if mine else 0.0
+        print(f"{module:40} {len(mine):7} {killed:6} {len(alive) - len(unlisted):6} {score:5.1f}%")
+        for k in unlisted:
+            print(f"  not accounted for: {k} ({mine[k]}); see `mutmut show {k}` in {WORK}")
+        if score < min_score or unlisted or not mine:
+            failed = True
+        else:
+            passed_modules += 1
+    total = len(status)
+    killed_all = sum(1 for v in status.values() if v in KILLED)
+    print(
+        f"total: {killed_all}/{total} killed; wall {wall:.0f} s, "
+        f"cpu {cpu:.0f} s (user+sys of mutmut and its workers), on {os.cpu_count()} cores"
+    )
+    stale = sorted(k for k in listed if k in status and status[k] in KILLED)
+    for k in stale:
+        print(f"  listed as a survivor but killed now: {k} (remove it from {SURVIVORS.name})")
+    # a plain closing line, one per module, that CI's log reader understands
+    print(f"mutate: {passed_modules} passed, {len(modules) - passed_modules} failed")
+    if failed:
+        print(f"mutate: below {min_score}% or survivors not accounted for", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
