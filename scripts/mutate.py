@@ -38,7 +38,7 @@ _LISTED = re.compile(r"`(builder\.[^`]+__mutmut_\d+)`")
 _RESULT = re.compile(r"^\s+(builder\.\S+__mutmut_\d+): (.+)$")
 
 
-def _load(selected: list[str]) -> tuple[int, dict[str, list[str]]]:
+def _load(selected: list[str]) -> tuple[int, dict[str, list[str]], list[str]]:
     doc = tomllib.loads(CONFIG.read_text(encoding="utf-8"))
     modules: dict[str, list[str]] = doc["modules"]
     for module, tests in modules.items():
@@ -50,14 +50,14 @@ def _load(selected: list[str]) -> tuple[int, dict[str, list[str]]]:
         if unknown:
             sys.exit(f"mutate: {unknown[0]} is not listed in {CONFIG.name}")
         modules = {m: modules[m] for m in selected}
-    return int(doc["min_score"]), modules
+    return int(doc["min_score"]), modules, list(doc.get("skip_lines", []))
 
 
-def _mutmut_config(modules: dict[str, list[str]]) -> str:
+def _mutmut_config(modules: dict[str, list[str]], skip_lines: list[str]) -> str:
     tests = sorted({t for ts in modules.values() for t in ts})
 
     def toml_list(items: list[str]) -> str:
-        return "[" + ", ".join(f'"{i}"' for i in items) + "]"
+        return "[" + ", ".join(f"'{i}'" for i in items) + "]"
 
     return (
         "\n[tool.mutmut]\n"
@@ -66,10 +66,11 @@ def _mutmut_config(modules: dict[str, list[str]]) -> str:
         f"pytest_add_cli_args_test_selection = {toml_list(tests)}\n"
         f"also_copy = {toml_list(ALSO_COPY[:-1])}\n"
         "use_git_change_detection = false\n"
+        f"do_not_mutate_patterns = {toml_list(skip_lines)}\n"
     )
 
 
-def _prepare(modules: dict[str, list[str]]) -> None:
+def _prepare(modules: dict[str, list[str]], skip_lines: list[str]) -> None:
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".hypothesis")
@@ -78,7 +79,7 @@ def _prepare(modules: dict[str, list[str]]) -> None:
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     if "[tool.mutmut]" in pyproject:
         sys.exit("mutate: pyproject.toml has its own [tool.mutmut]; the config is tests/mutation.toml")
-    (WORK / "pyproject.toml").write_text(pyproject + _mutmut_config(modules), encoding="utf-8")
+    (WORK / "pyproject.toml").write_text(pyproject + _mutmut_config(modules, skip_lines), encoding="utf-8")
     # git does not keep file modes; ssh-keygen refuses a private key that others can read
     for key in (WORK / "examples" / "keys").glob("*"):
         if key.suffix != ".pub" and key.name not in ("allowed_signers", "README.md"):
@@ -94,18 +95,21 @@ def _module_of(mutant: str, modules: dict[str, list[str]]) -> str | None:
 
 
 def main(argv: list[str]) -> int:
-    min_score, modules = _load(argv)
-    _prepare(modules)
+    min_score, modules, skip_lines = _load(argv)
+    _prepare(modules, skip_lines)
     mutmut = Path(sys.executable).with_name("mutmut")
     env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
     start, cpu0 = time.monotonic(), os.times()
-    run = subprocess.run(
-        [str(mutmut), "run"], cwd=WORK, env=env, stdout=subprocess.DEVNULL, check=False
-    )
+    with (WORK / "mutmut.log").open("wb") as log:
+        run = subprocess.run(
+            [str(mutmut), "run"], cwd=WORK, env=env, stdout=log, stderr=log, check=False
+        )
     wall = time.monotonic() - start
     cpu1 = os.times()
     cpu = (cpu1.children_user - cpu0.children_user) + (cpu1.children_system - cpu0.children_system)
     if run.returncode != 0:
+        tail = (WORK / "mutmut.log").read_text(errors="replace").splitlines()[-15:]
+        print("\n".join(tail), file=sys.stderr)
         print(f"mutate: mutmut run failed (exit {run.returncode})", file=sys.stderr)
         return 1
     out = subprocess.run(
