@@ -8,6 +8,7 @@ never touched), runs pytest on the copy and reports whether it failed.
 
     scripts/plant_bugs.py          # the tests that cover quorum, policy and unseal
     scripts/plant_bugs.py --full   # the whole default suite, as `make test` runs it
+    scripts/plant_bugs.py tests/test_spec_cases.py   # only these pytest arguments
 
 Exit 0 when every planted bug makes pytest fail, 1 when one goes unnoticed.
 """
@@ -74,7 +75,8 @@ def main(argv: list[str]) -> int:
                 print(f"cannot plant ({rel} changed): {name}")
                 return 2
             source.write_text(text.replace(original, planted), encoding="utf-8")
-            args = [] if full else TESTS
+            chosen = [a for a in argv if not a.startswith("--")]
+            args = [] if full else chosen or TESTS
             proc = subprocess.run(
                 [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *args],
                 cwd=copy,
