@@ -261,3 +261,90 @@ def test_signing_key_without_comment_and_with_spaces_is_accepted() -> None:
     )
     (a,) = parse_approvers(loads(text, "spec.yaml").get("approvers"))
     assert (a.recipient, a.signing_key) == (ALICE[0], key)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("  groups: {}\n", "spec.yaml:12:11: groups must be a list, got a mapping"),
+        ("  groups: [x]\n", "spec.yaml:12:12: a group must be a mapping, got a string"),
+        (
+            "  groups:\n    - {name: sre, threshold: 1}\n",
+            "spec.yaml:13:7: a group is missing required key 'members'",
+        ),
+        (
+            "  groups:\n    - {name: 7, threshold: 1, members: [alice, bob]}\n",
+            "spec.yaml:13:14: group name must be a non-empty string, got an integer",
+        ),
+        (
+            "  groups:\n    - {name: sre, threshold: two, members: [alice, bob]}\n",
+            "spec.yaml:13:30: threshold must be an integer, got a string",
+        ),
+        (
+            "  groups:\n    - {name: sre, threshold: 2, members: alice}\n",
+            "spec.yaml:13:42: members must be a list, got a string",
+        ),
+        (
+            "  groups:\n    - {name: sre, threshold: 2, members: [alice, 3]}\n",
+            "spec.yaml:13:50: each entry of members must be a non-empty string, got an integer",
+        ),
+        ("  threshold: two\n", "spec.yaml:12:14: threshold must be an integer, got a string"),
+        (
+            "  groups:\n    - {name: sre, threshold: 2, members: [alice, bob]}\n"
+            "  group_threshold: one\n",
+            "spec.yaml:14:20: group_threshold must be an integer, got a string",
+        ),
+        (
+            "  threshold: 1\n  allow_single_approver: true\n  justification: 5\n",
+            "spec.yaml:14:18: justification must be a non-empty string, got an integer",
+        ),
+        (
+            "  threshold: 2\n  on_activate: /bin/alert\n",
+            "spec.yaml:13:16: on_activate must be a list, got a string",
+        ),
+        (
+            "  threshold: 2\n  request_lifetime: soon\n",
+            "spec.yaml:13:21: request_lifetime: ",
+        ),
+        (
+            "  threshold: 2\n  thresold: 2\n",
+            "spec.yaml:13:3: unknown key 'thresold' in policy (did you mean 'threshold'?)",
+        ),
+    ],
+)
+def test_policy_type_errors_name_the_field(body: str, message: str) -> None:
+    assert refused(body).message.startswith(message)
+
+
+def test_duration_errors_name_the_field() -> None:
+    assert refused("  threshold: 2\n", "  max_ttl: 4x\n  rotate_every: 90d\n").message.startswith(
+        "spec.yaml:13:12: max_ttl: "
+    )
+    assert refused("  threshold: 2\n", "  max_ttl: 4h\n  rotate_every: never\n").message.startswith(
+        "spec.yaml:14:17: rotate_every: "
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("approvers: {}\n", "spec.yaml:1:12: approvers must be a list, got a mapping"),
+        ("approvers: [x]\n", "spec.yaml:1:13: an approver must be a mapping, got a string"),
+        (
+            f"approvers:\n  - name: Alice\n    recipient: {ALICE[0]}\n    signing_key: {ALICE[1]}\n",
+            "spec.yaml:2:11: approver name 'Alice' must be lowercase letters, digits and dashes",
+        ),
+        (
+            f"approvers:\n  - name: alice\n    recipient: 5\n    signing_key: {ALICE[1]}\n",
+            "spec.yaml:3:16: recipient must be a non-empty string, got an integer",
+        ),
+        (
+            f"approvers:\n  - name: alice\n    recipient: {ALICE[0]}\n    signing_key: 5\n",
+            "spec.yaml:4:18: signing_key must be a non-empty string, got an integer",
+        ),
+    ],
+)
+def test_approver_type_errors_name_the_field(text: str, message: str) -> None:
+    with pytest.raises(InputError) as err:
+        parse_approvers(loads(text, "spec.yaml").get("approvers"))
+    assert err.value.message.startswith(message), err.value.message
