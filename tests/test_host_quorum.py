@@ -250,6 +250,26 @@ def test_two_approvals_from_one_group_stay_pending(groups_image: hostkit.Image) 
     same = [hostkit.lib_approve(req, groups_image.approvers[n], T0) for n in ("alice", "bob")]
     r = unseal(groups_image.root, T0, req.id, same)
     assert (r.phase, r.approvals, r.refused) == ("PENDING", ("alice", "bob"), ())
+    assert (r.request_id, r.scope, r.needed, r.expires_at) == (req.id, "ssh-emergency", 2, None)
+    accepted = _events(groups_image, "approval-accepted")
+    assert [e["details"] for e in accepted] == [
+        {
+            "approver": "alice",
+            "approval_digest": load_approval(same[0]).digest,
+            "count": 1,
+            "needed": 2,
+        },
+        {
+            "approver": "bob",
+            "approval_digest": load_approval(same[1]).digest,
+            "count": 2,
+            "needed": 2,
+        },
+    ]
+    assert {(e["request_id"], e["scope"]) for e in accepted} == {(req.id, "ssh-emergency")}
+    stored = Layout(groups_image.root).approvals_dir(req.id)
+    assert sorted(p.name for p in stored.iterdir()) == ["alice.json", "bob.json"]
+    assert (stored / "alice.json").read_bytes() == load_approval(same[0]).canonical()
     assert load(groups_image.root).phase == "PENDING"
     assert hostkit.plaintext_files(groups_image.root) == []
     assert _events(groups_image, "activating") == []
@@ -257,6 +277,17 @@ def test_two_approvals_from_one_group_stay_pending(groups_image: hostkit.Image) 
     carol = hostkit.lib_approve(req, groups_image.approvers["carol"], T0)
     r = unseal(groups_image.root, T0, req.id, [carol])
     assert r.phase == "ACTIVE" and r.approvals == ("alice", "bob", "carol")
+    assert (r.scope, r.needed, r.refused) == ("ssh-emergency", 2, ())
+    assert r.expires_at == T0 + dt.timedelta(seconds=600)
+    activated = _events(groups_image, "activated")[-1]
+    assert activated["details"] == {
+        "expires_at": "2026-11-29T19:10:00Z",
+        "approvers": ["alice", "bob", "carol"],
+        "files": ["run/breakglass/ssh-emergency/emergency-ssh-key"],
+    }
+    assert _events(groups_image, "activating")[-1]["details"] == {
+        "approvers": ["alice", "bob", "carol"]
+    }
     assert hostkit.plaintext_files(groups_image.root) == [
         "run/breakglass/ssh-emergency/emergency-ssh-key"
     ]
@@ -284,9 +315,13 @@ def test_one_approval_from_each_group_activates(groups_image: hostkit.Image) -> 
 def _refused(
     image: hostkit.Image, req_id: str, line: str, reason: str, now: dt.datetime = T0
 ) -> None:
-    with pytest.raises(CheckFailed, match=reason):
+    with pytest.raises(CheckFailed) as err:
         unseal(image.root, now, req_id, [line])
-    assert reason in str(_events(image, "approval-refused")[-1]["details"])
+    assert err.value.message == f"approval refused: {reason}"
+    event = _events(image, "approval-refused")[-1]
+    who = load_approval(line).approver
+    assert (event["request_id"], event["scope"]) == (req_id, "ssh-emergency")
+    assert event["details"] == {"approver": who, "reason": reason}
     state = load(image.root)
     assert state.phase == "PENDING" and state.pending.approvals == ()  # type: ignore[union-attr]
     assert hostkit.plaintext_files(image.root) == []
@@ -322,10 +357,10 @@ def test_approver_without_a_share_in_the_request_is_refused(groups_image: hostki
     # a share of alice's, copied: it decrypts, but erin holds no share of this request
     alice = load_approval(hostkit.lib_approve(req, groups_image.approvers["alice"], T0))
     line = hostkit.signed_approval(req, groups_image.approvers["erin"], T0, share=alice.share)
-    _refused(groups_image, req.id, line, "holds no share of this request")
+    _refused(groups_image, req.id, line, "approver holds no share of this request")
     made_up = agecrypt.encrypt(b"not a share", [req.ephemeral_recipient])
     line = hostkit.signed_approval(req, groups_image.approvers["erin"], T0, share=made_up)
-    _refused(groups_image, req.id, line, "holds no share of this request")
+    _refused(groups_image, req.id, line, "approver holds no share of this request")
 
 
 def test_approval_expiry_not_matching_the_request_is_refused(groups_image: hostkit.Image) -> None:
@@ -373,7 +408,9 @@ def test_approval_signed_by_another_approver_is_refused(groups_image: hostkit.Im
     line = hostkit.signed_approval(
         req, groups_image.approvers["bob"], T0, approver="alice", share=share
     )
-    _refused(groups_image, req.id, line, "signature does not verify with the approver's key")
+    _refused(
+        groups_image, req.id, line, "approval signature does not verify with the approver's key"
+    )
 
 
 def test_share_not_for_the_request_identity_is_refused(groups_image: hostkit.Image) -> None:
@@ -388,4 +425,6 @@ def test_share_not_for_the_request_identity_is_refused(groups_image: hostkit.Ima
     )
     elsewhere = agecrypt.encrypt(plain, [agecrypt.public_of(agecrypt.generate_x25519())])
     line = hostkit.signed_approval(req, groups_image.approvers["alice"], T0, share=elsewhere)
-    _refused(groups_image, req.id, line, "share does not decrypt with the request's identity")
+    _refused(
+        groups_image, req.id, line, "approval share does not decrypt with the request's identity"
+    )
