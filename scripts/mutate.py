@@ -12,6 +12,11 @@ survivor is accounted for; 1 otherwise; 2 on a bad configuration.
 
     scripts/mutate.py                      # every module in tests/mutation.toml
     scripts/mutate.py builder/quorum.py    # only these modules (the score gate still applies)
+    scripts/mutate.py --ci                 # CI: the [ci] modules, each held to its own floor
+
+With ``--ci`` a survivor missing from the list is reported but does not fail the
+run: mutant names are numbered within their function, so any edit to a function
+renames them, and CI runs after other changes are merged. The floors do fail it.
 """
 
 from __future__ import annotations
@@ -38,9 +43,17 @@ _LISTED = re.compile(r"`(builder\.[^`]+__mutmut_\d+)`")
 _RESULT = re.compile(r"^\s+(builder\.\S+__mutmut_\d+): (.+)$")
 
 
-def _load(selected: list[str]) -> tuple[int, dict[str, list[str]], list[str]]:
+def _load(selected: list[str], ci: bool) -> tuple[dict[str, int], dict[str, list[str]], list[str]]:
+    """The modules to run with the score each must reach, their tests, and the lines to skip."""
     doc = tomllib.loads(CONFIG.read_text(encoding="utf-8"))
     modules: dict[str, list[str]] = doc["modules"]
+    floors = {m: int(doc["min_score"]) for m in modules}
+    if ci:
+        floors = {m: int(v) for m, v in doc["ci"]["floors"].items()}
+        unknown = [m for m in floors if m not in modules]
+        if unknown:
+            sys.exit(f"mutate: [ci] names {unknown[0]}, which [modules] does not list")
+        selected = selected or list(floors)
     for module, tests in modules.items():
         missing = [p for p in [module, *tests] if not (ROOT / p).is_file()]
         if missing:
@@ -50,7 +63,7 @@ def _load(selected: list[str]) -> tuple[int, dict[str, list[str]], list[str]]:
         if unknown:
             sys.exit(f"mutate: {unknown[0]} is not listed in {CONFIG.name}")
         modules = {m: modules[m] for m in selected}
-    return int(doc["min_score"]), modules, list(doc.get("skip_lines", []))
+    return floors, modules, list(doc.get("skip_lines", []))
 
 
 def _mutmut_config(modules: dict[str, list[str]], skip_lines: list[str]) -> str:
@@ -78,8 +91,12 @@ def _prepare(modules: dict[str, list[str]], skip_lines: list[str]) -> None:
         shutil.copytree(ROOT / name, WORK / name, ignore=ignore, symlinks=True)
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     if "[tool.mutmut]" in pyproject:
-        sys.exit("mutate: pyproject.toml has its own [tool.mutmut]; the config is tests/mutation.toml")
-    (WORK / "pyproject.toml").write_text(pyproject + _mutmut_config(modules, skip_lines), encoding="utf-8")
+        sys.exit(
+            "mutate: pyproject.toml has its own [tool.mutmut]; the config is tests/mutation.toml"
+        )
+    (WORK / "pyproject.toml").write_text(
+        pyproject + _mutmut_config(modules, skip_lines), encoding="utf-8"
+    )
     # git does not keep file modes; ssh-keygen refuses a private key that others can read
     for key in (WORK / "examples" / "keys").glob("*"):
         if key.suffix != ".pub" and key.name not in ("allowed_signers", "README.md"):
@@ -95,7 +112,8 @@ def _module_of(mutant: str, modules: dict[str, list[str]]) -> str | None:
 
 
 def main(argv: list[str]) -> int:
-    min_score, modules, skip_lines = _load(argv)
+    ci = "--ci" in argv
+    floors, modules, skip_lines = _load([a for a in argv if a != "--ci"], ci)
     _prepare(modules, skip_lines)
     mutmut = Path(sys.executable).with_name("mutmut")
     env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
@@ -124,17 +142,21 @@ def main(argv: list[str]) -> int:
     listed = set(_LISTED.findall(SURVIVORS.read_text(encoding="utf-8")))
     failed = False
     passed_modules = 0
-    print(f"{'module':40} {'mutants':>7} {'killed':>6} {'equiv.':>6} {'score':>6}")
+    print(f"{'module':40} {'mutants':>7} {'killed':>6} {'listed':>6} {'score':>6}")
     for module in modules:
         mine = {k: v for k, v in status.items() if _module_of(k, modules) == module}
         killed = sum(1 for v in mine.values() if v in KILLED)
         alive = sorted(k for k, v in mine.items() if v not in KILLED)
         unlisted = [k for k in alive if k not in listed]
         score = 100.0 * killed / len(mine) if mine else 0.0
-        print(f"{module:40} {len(mine):7} {killed:6} {len(alive) - len(unlisted):6} {score:5.1f}%")
+        min_score = floors.get(module, 100)
+        print(
+            f"{module:40} {len(mine):7} {killed:6} {len(alive) - len(unlisted):6} {score:5.1f}%"
+            f"  (needs {min_score}%)"
+        )
         for k in unlisted:
             print(f"  not accounted for: {k} ({mine[k]}); see `mutmut show {k}` in {WORK}")
-        if score < min_score or unlisted or not mine:
+        if score < min_score or (unlisted and not ci) or not mine:
             failed = True
         else:
             passed_modules += 1
@@ -150,7 +172,10 @@ def main(argv: list[str]) -> int:
     # a plain closing line, one per module, that CI's log reader understands
     print(f"mutate: {passed_modules} passed, {len(modules) - passed_modules} failed")
     if failed:
-        print(f"mutate: below {min_score}% or survivors not accounted for", file=sys.stderr)
+        print(
+            "mutate: a module is below its score, or has survivors not accounted for",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
