@@ -56,6 +56,10 @@ def test_threshold_is_one_group_of_every_approver() -> None:
     assert (p.max_ttl, p.request_lifetime, p.rotate_every) == (4 * 3600, 1800, 90 * 86400)
 
 
+def test_policy_to_dict_without_a_hook() -> None:
+    assert policy("  threshold: 2\n").to_dict()["on_activate"] is None
+
+
 def test_policy_to_dict_is_the_manifest_form() -> None:
     p = policy("  threshold: 2\n  request_lifetime: 10m\n  on_activate: [/bin/alert, x]\n")
     assert p.to_dict() == {
@@ -235,6 +239,12 @@ def test_approver_to_dict() -> None:
         ),
         (
             f"approvers:\n  - name: alice\n    recipient: {ALICE[0]}\n    signing_key: ssh-ed25519 AAAA!x\n",
+            "spec.yaml:4:18: approver 'alice': signing_key is not valid base64",
+        ),
+        (
+            # a stray character that a lenient decoder would skip over
+            f"approvers:\n  - name: alice\n    recipient: {ALICE[0]}\n"
+            f"    signing_key: ssh-ed25519 {ALICE[1].split()[1][:8]}*{ALICE[1].split()[1][8:]}\n",
             "spec.yaml:4:18: approver 'alice': signing_key is not valid base64",
         ),
         (
