@@ -124,3 +124,46 @@ def test_activation_failed_when_plaintext_cannot_be_written(
     # what was written before the failure is gone again
     assert not (image.root / "run/breakglass/agent-backup/deploy-token").exists()
     assert load(image.root).phase == "PENDING"
+
+
+def _hooked(tmp_path: Path, variant: str, argv: list[str]) -> tuple[hostkit.Image, str, list[str]]:
+    image = hostkit.clone(hostkit.shared_image(variant, on_activate=argv), tmp_path / "root")
+    req = open_request(
+        image.root, T0, scope="ssh-emergency", ttl_seconds=600, reason="r", requester="dave"
+    )
+    return (
+        image,
+        req.id,
+        [hostkit.lib_approve(req, image.approvers[n], T0) for n in ("alice", "bob")],
+    )
+
+
+def test_hook_output_is_kept_from_the_terminal(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    image, rid, approvals = _hooked(
+        tmp_path, "hook-noisy", ["/bin/sh", "-c", "cat >/dev/null; echo out; echo err >&2"]
+    )
+    capfd.readouterr()
+    assert unseal(image.root, T0, rid, approvals).phase == "ACTIVE"
+    assert capfd.readouterr() == ("", "")
+    event = _events(image)[-1]
+    assert (event["event"], event["request_id"], event["scope"]) == (
+        "hook-ok",
+        rid,
+        "ssh-emergency",
+    )
+    assert event["details"] == {"argv0": "/bin/sh", "exit": 0}
+
+
+def test_hook_that_hangs_is_stopped_and_audited(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image, rid, approvals = _hooked(tmp_path, "hook-hangs", ["/bin/sleep", "30"])
+    monkeypatch.setattr(unseal_module, "HOOK_TIMEOUT_SECONDS", 1)
+    assert unseal(image.root, T0, rid, approvals).phase == "ACTIVE"
+    event = _events(image)[-1]
+    assert (event["event"], event["request_id"], event["scope"]) == (
+        "hook-failed", rid, "ssh-emergency",
+    )  # fmt: skip
+    assert event["details"] == {"argv0": "/bin/sleep", "error": "TimeoutExpired"}
