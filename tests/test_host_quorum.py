@@ -100,6 +100,8 @@ def test_approval_for_another_request_is_refused(image: hostkit.Image) -> None:
         "approval is for another request",
         "request is not pending (host is PENDING)",
     ]
+    last = _events(image, "approval-refused")[-1]
+    assert (last["request_id"], last["scope"]) == (r1.id, None)
 
 
 def test_expired_request_and_approval_are_refused(image: hostkit.Image) -> None:
