@@ -304,7 +304,18 @@ def test_one_approval_from_each_group_activates(groups_image: hostkit.Image) -> 
     assert r.phase == "ACTIVE" and r.approvals == ("bob", "carol")
     token = groups_image.root / "run/breakglass/agent-backup/deploy-token"
     assert token.stat().st_mode & 0o777 == 0o600 and token.read_bytes()
-    assert load(groups_image.root).burned == {"agent-backup": req.id}
+    state = load(groups_image.root)
+    assert state.burned == {"agent-backup": req.id}
+    assert state.active is not None
+    assert (state.active.request_id, state.active.scope) == (req.id, "agent-backup")
+    assert (state.active.activated_at, state.active.expires_at) == (
+        T0,
+        T0 + dt.timedelta(seconds=600),
+    )
+    assert state.active.files == (
+        "run/breakglass/agent-backup/deploy-token",
+        "run/breakglass/agents/deploy-agent/agent.toml",
+    )
     assert [e["details"]["approvers"] for e in _events(groups_image, "activated")] == [  # type: ignore[index]
         ["bob", "carol"]
     ]
