@@ -56,8 +56,14 @@ def reseal(
     new = current.dormant()
     state.save(layout.root, new)
     crash_point("reseal-after-state")
-    wipe.wipe_all(layout, crash_name="reseal-mid-wipe")
+    wiped = wipe.wipe_all(layout, crash_name="reseal-mid-wipe")
     crash_point("reseal-after-wipe")
+    links = [w for w in wiped if w.endswith(wipe.LINK_NOTE)]
+    if links and audit_error is None:
+        with contextlib.suppress(StateError):
+            audit.append(layout, now, "recovered", request_id=request_id, scope=scope,
+                         details={"found": "symbolic links in the runtime directory",
+                                  "wiped": links})  # fmt: skip
     if audit_error is not None:
         raise audit_error
     return new

@@ -113,8 +113,10 @@ def window_problem(
 
 def seconds_left(record: dict[str, Any], now: datetime, boot: tuple[str, int]) -> int:
     """Seconds until the earlier of the two ends (0 when closed or malformed)."""
-    end, span, boot_at = parse_time(record.get("expires_at")), span_seconds(record), record.get(
-        "boot_seconds"
+    end, span, boot_at = (
+        parse_time(record.get("expires_at")),
+        span_seconds(record),
+        record.get("boot_seconds"),
     )
     if end is None or span is None or not isinstance(boot_at, int):
         return 0
