@@ -155,7 +155,7 @@ def test_image_sshd_accepts_the_rendered_dropin(root: Path) -> None:
     assert emergency.returncode == 0, emergency.stderr
     settings = emergency.stdout.splitlines()
     assert f"authorizedkeyscommand {BREAKGLASS} host authorized-keys %u" in settings
-    assert "authorizedkeyscommanduser root" in settings
+    assert "authorizedkeyscommanduser breakglass-akc" in settings
     assert "authorizedkeysfile none" in settings and "passwordauthentication no" in settings
     other = in_image(root, "/usr/sbin/sshd", "-T", "-C", f"user=root,{conn}")
     assert "authorizedkeyscommand none" in other.stdout.splitlines()
@@ -181,6 +181,14 @@ def test_emergency_account_exists_and_is_locked(root: Path) -> None:
     locked = in_image(root, "passwd", "-S", EMERGENCY_USER)
     assert locked.returncode == 0, locked.stderr
     assert locked.stdout.split()[:2] == [EMERGENCY_USER, "L"]
+    # sshd's AuthorizedKeysCommandUser: its own group, locked, no login shell, no home
+    akc = passwd_entry(root, "breakglass-akc")
+    assert akc is not None and akc[6] == "/usr/sbin/nologin" and akc[5] == "/nonexistent"
+    assert passwd_entry(root, "breakglass-akc", "group") is not None
+    assert in_image(root, "passwd", "-S", "breakglass-akc").stdout.split()[:2] == [
+        "breakglass-akc",
+        "L",
+    ]
 
 
 def _request(root: Path, work: Path, ttl: str) -> tuple[str, Path]:

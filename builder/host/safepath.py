@@ -41,8 +41,10 @@ def unsafe_reason(path: Path) -> str | None:
 
 
 def ensure_dir(path: Path, mode: int, *, top: Path, root: Path) -> Path:
-    """Create or check ``path`` and every level from ``top`` down to it, each with ``mode``.
+    """Create or check ``path`` (mode ``mode``) and every level from ``top`` down to it.
 
+    A level above ``path`` that is missing is created 0700; one that exists
+    keeps its mode, once checked.
     ``top`` is the first directory of ours (``run/breakglass`` or
     ``var/lib/breakglass``); its parent belongs to the image and is created
     plainly when missing. Raises StateError naming the level and why it is
@@ -53,20 +55,22 @@ def ensure_dir(path: Path, mode: int, *, top: Path, root: Path) -> Path:
     current = top.parent
     for part in path.relative_to(top.parent).parts:
         current = current / part
+        # a missing level above ``path`` is made private; an existing one keeps its (checked) mode
+        level_mode = mode if current == path else 0o700
         try:
-            os.mkdir(current, mode)
+            os.mkdir(current, level_mode)
         except FileExistsError:
             pass
         else:
-            os.chmod(current, mode)  # mkdir's mode is cut by the umask
+            os.chmod(current, level_mode)  # mkdir's mode is cut by the umask
         why = unsafe_reason(current)
         if why is not None:
             raise StateError(
                 f"unsafe directory {current.relative_to(root)}: {why}",
                 hint="remove it (breakglass creates it) or fix its owner and mode",
             )
-        if stat.S_IMODE(os.lstat(current).st_mode) != mode:
-            os.chmod(current, mode)
+    if stat.S_IMODE(os.lstat(path).st_mode) != mode:
+        os.chmod(path, mode)
     return path
 
 

@@ -59,7 +59,8 @@ def write_private(layout: Layout, path: Path, data: bytes, *, akc_readable: bool
     Raises StateError when a directory on the way is unsafe, OSError when the write fails.
     """
     ensure_runtime(layout)
-    safepath.ensure_dir(path.parent, 0o700, top=layout.runtime, root=layout.root)
+    if path.parent != layout.runtime:
+        safepath.ensure_dir(path.parent, 0o700, top=layout.runtime, root=layout.root)
     gid = akc_gid() if akc_readable else None
     safepath.write_file(path, data, 0o640 if gid is not None else 0o600, group=gid)
 
