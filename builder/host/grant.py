@@ -22,7 +22,6 @@ import os
 import stat
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 GRANT = "run/breakglass/.grant.json"
 KEYS = frozenset(
@@ -40,7 +39,7 @@ def parse_time(text: object) -> datetime | None:
         return None
 
 
-def read(root: Path) -> dict[str, Any] | None:
+def read(root: Path) -> dict[str, object] | None:
     """The grant as written by the unseal, or None when absent, a link, foreign or malformed.
 
     The file must be a regular file (``O_NOFOLLOW``) owned by root or by the
@@ -70,7 +69,7 @@ def read(root: Path) -> dict[str, Any] | None:
     return doc
 
 
-def span_seconds(record: dict[str, Any]) -> int | None:
+def span_seconds(record: dict[str, object]) -> int | None:
     """``expires_at - activated_at`` in seconds, or None when malformed."""
     start, end = parse_time(record.get("activated_at")), parse_time(record.get("expires_at"))
     if start is None or end is None:
@@ -79,7 +78,7 @@ def span_seconds(record: dict[str, Any]) -> int | None:
 
 
 def window_problem(
-    record: dict[str, Any], now: datetime, boot: tuple[str, int]
+    record: dict[str, object], now: datetime, boot: tuple[str, int]
 ) -> tuple[str, dict[str, str]] | None:
     """None while the window is open; else ``(audit event, details)`` saying why it is closed.
 
@@ -94,7 +93,7 @@ def window_problem(
         return "tampered", {"found": "the active record's window is malformed"}
     if not isinstance(boot_id, str) or not isinstance(boot_at, int) or isinstance(boot_at, bool):
         return "tampered", {"found": "the active record has no boot clock reading"}
-    expires = record["expires_at"]
+    expires = str(record["expires_at"])
     if now < start:
         return "clock-anomaly", {"found": "the wall clock is earlier than the activation",
                                  "expires_at": expires}  # fmt: skip
@@ -111,7 +110,7 @@ def window_problem(
     return None
 
 
-def seconds_left(record: dict[str, Any], now: datetime, boot: tuple[str, int]) -> int:
+def seconds_left(record: dict[str, object], now: datetime, boot: tuple[str, int]) -> int:
     """Seconds until the earlier of the two ends (0 when closed or malformed)."""
     end, span, boot_at = (
         parse_time(record.get("expires_at")),
@@ -124,13 +123,11 @@ def seconds_left(record: dict[str, Any], now: datetime, boot: tuple[str, int]) -
     return max(0, min(wall, span - (boot[1] - boot_at)))
 
 
-def scope_cap(manifest: Any, scope: object) -> int | None:
+def scope_cap(manifest: object, scope: object) -> int | None:
     """The scope's ``max_ttl_seconds`` from a parsed manifest, or None when absent."""
-    try:
-        for s in manifest["scopes"]:
-            if isinstance(s, dict) and s.get("name") == scope:
-                cap = s.get("max_ttl_seconds")
-                return cap if isinstance(cap, int) and not isinstance(cap, bool) else None
-    except (KeyError, TypeError):
-        return None
+    scopes = manifest.get("scopes") if isinstance(manifest, dict) else None
+    for s in scopes if isinstance(scopes, list) else []:
+        if isinstance(s, dict) and s.get("name") == scope:
+            cap = s.get("max_ttl_seconds")
+            return cap if isinstance(cap, int) and not isinstance(cap, bool) else None
     return None
