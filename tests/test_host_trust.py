@@ -538,3 +538,29 @@ def test_audit_verify_fails_when_the_log_is_gone(image: hostkit.Image, how: str)
     )
     with pytest.raises(CheckFailed):
         audit.verify(Layout(image.root))
+
+
+def test_another_boot_closes_the_window(image: hostkit.Image) -> None:
+    # a runtime directory that outlived a reboot (not a tmpfs): the recorded boot is not this one
+    _activate(image)
+    current = load(image.root)
+    assert current.active is not None
+    other = replace(current.active, boot_id="00000000-0000-0000-0000-000000000000")
+    save(image.root, replace(current, active=other))
+    (image.root / grant.GRANT).write_bytes(dumps(other.to_dict()))
+    assert active_scope(image.root, _now()) is None
+    assert _keys(image).stdout == ""
+    assert _events(image)[-1]["event"] == "clock-anomaly"
+    assert "booted since the activation" in json.dumps(_events(image)[-1]["details"])
+    assert hostkit.plaintext_files(image.root) == []
+
+
+@pytest.mark.parametrize("garbage", [b"[" * 100_000, b"\xff\xfe", b'{"scope": 1}', b""])
+def test_a_garbage_grant_prints_no_key_and_no_traceback(
+    image: hostkit.Image, garbage: bytes
+) -> None:
+    _activate(image)
+    (image.root / grant.GRANT).write_bytes(garbage)
+    k = _keys(image)
+    assert k.returncode == 0 and k.stdout == "" and "Traceback" not in k.stderr, k.stderr
+    assert _events(image)[-1]["event"] == "tampered"
