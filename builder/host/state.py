@@ -19,7 +19,7 @@ rotated before the next build.
 
 Every transition runs under an exclusive ``fcntl.flock`` on
 ``var/lib/breakglass/lock``, is one atomic write of ``state.json``
-(``builder.fsio.write_atomic``), and appends one audit event.
+(``builder.host.safepath.write_file``), and appends one audit event.
 """
 
 from __future__ import annotations
