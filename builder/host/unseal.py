@@ -161,7 +161,7 @@ def _json(path: Path) -> object:
     import json
 
     try:
-        return json.loads(path.read_bytes())
+        return json.loads(safepath.read_file(path))  # never through a link
     except (OSError, ValueError):
         raise InputError("unreadable host request record", where=str(path)) from None
 
