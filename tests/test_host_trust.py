@@ -96,8 +96,8 @@ def test_hand_written_active_state_yields_no_key(image: hostkit.Image) -> None:
     _write_state(image, {
         "format": "breakglass-host-state/1", "phase": "ACTIVE", "pending": None, "burned": {},
         "active": {"request_id": "f" * 32, "scope": "ssh-emergency", "files": [],
-                   "activated_at": grant.parse_time(now.strftime("%Y-%m-%dT%H:%M:%SZ")) and
-                   now.strftime("%Y-%m-%dT%H:%M:%SZ"), "expires_at": "2099-01-01T00:00:00Z"},
+                   "activated_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                   "expires_at": "2099-01-01T00:00:00Z"},
     })  # fmt: skip
     assert fast_main(["--root", str(image.root), USER]) is None  # not quiet: hand to settling
     assert active_scope(image.root, now) is None
