@@ -190,14 +190,15 @@ def approve(request_file: Path, keys: ApproverKeys, out: Path) -> subprocess.Com
 
 
 def plaintext_files(root: Path) -> list[str]:
-    """Every file under run/breakglass/ except a pending request's ephemeral identity."""
+    """Every file under run/breakglass/ except a pending request's ephemeral identity and the
+    activation grant (neither is a credential)."""
     runtime = root / "run/breakglass"
     if not runtime.exists():
         return []
     return sorted(
         str(p.relative_to(root))
         for p in runtime.rglob("*")
-        if p.is_file() and not p.name.startswith(".request-")
+        if p.is_file() and not p.name.startswith(".request-") and p.name != ".grant.json"
     )
 
 

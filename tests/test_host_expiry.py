@@ -135,7 +135,8 @@ def test_cli_errors_are_one_line(image: hostkit.Image) -> None:
     assert r.returncode == 1
     assert r.stderr == f"breakglass: error: request {'0' * 32} is not pending (host is DORMANT)\n"
     r = hostkit.run("host", "status", "--root", str(image.root / "nope"))
-    assert r.returncode == 0 and "image: unreadable" in r.stdout
+    assert r.returncode == 2 and "is not a breakglass host" in r.stderr
+    assert not (image.root / "nope").exists()
     (image.root / "var/lib/breakglass/state.json").write_text("{not json")
     r = hostkit.run("host", "status", "--root", root)
     assert r.returncode == 2 and r.stderr == "breakglass: error: the host state file is malformed\n"
