@@ -283,6 +283,7 @@ def test_two_approvals_from_one_group_stay_pending(groups_image: hostkit.Image) 
     assert r.expires_at == T0 + dt.timedelta(seconds=600)
     activated = _events(groups_image, "activated")[-1]
     assert activated["details"] == {
+        "activated_at": "2026-11-29T19:00:00Z",
         "expires_at": "2026-11-29T19:10:00Z",
         "approvers": ["alice", "bob", "carol"],
         "files": ["run/breakglass/ssh-emergency/emergency-ssh-key"],
