@@ -66,7 +66,14 @@ def main(argv: list[str]) -> int:
         with tempfile.TemporaryDirectory(prefix="breakglass-plant-") as tmp:
             copy = Path(tmp) / "project"
             ignore = shutil.ignore_patterns(
-                ".venv", ".git", "dist", "build", "mutants", "__pycache__", ".*_cache", ".hypothesis"
+                ".venv",
+                ".git",
+                "dist",
+                "build",
+                "mutants",
+                "__pycache__",
+                ".*_cache",
+                ".hypothesis",
             )
             shutil.copytree(ROOT, copy, ignore=ignore, symlinks=True)
             source = copy / rel
