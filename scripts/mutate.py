@@ -33,7 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "tests" / "mutation.toml"
 SURVIVORS = ROOT / "tests" / "mutation-survivors.md"
-WORK = ROOT / "build" / "mutation"
+# the scratch copy; another folder lets two runs (of different modules) go side by side
+WORK = Path(os.environ.get("BREAKGLASS_MUTATE_WORK", ROOT / "build" / "mutation")).resolve()
 # what the tests read besides builder/ and tests/ (mutmut copies those two itself)
 ALSO_COPY = ["templates", "images", "examples", "pyproject.toml"]
 # a mutant that makes the tests hang or crash the interpreter is found out all the same
