@@ -229,3 +229,31 @@ def test_verify_without_identity_finds_each_signer(
         sshsig.verify_allowed_signers(DATA, by_mallory, allowed, NS)
     with pytest.raises(CheckFailed, match="allowed signers list is empty"):
         sshsig.verify_allowed_signers(DATA, signature, " \n", NS)
+
+
+WORD_RULE = "must be letters, digits and . _ @ + - (no spaces, quotes or patterns)"
+
+
+def test_unsafe_names_are_refused_by_what_they_are(alice: tuple[Path, str], signature: str) -> None:
+    with pytest.raises(InputError) as caught:
+        sshsig.verify(DATA, signature, {"alice": alice[1]}, "name space")
+    assert caught.value.message == f"namespace {WORD_RULE}"
+    with pytest.raises(InputError) as caught:
+        sshsig.verify(DATA, signature, {"alice": alice[1]}, NS, identity="al*")
+    assert caught.value.message == f"signer name {WORD_RULE}"
+    with pytest.raises(InputError) as caught:
+        sshsig.verify(DATA, signature, {"al ice": alice[1]}, NS)
+    assert caught.value.message == f"signer name {WORD_RULE}"
+
+
+def test_verification_prints_nothing(
+    alice: tuple[Path, str], mallory: tuple[Path, str], signature: str,
+    capfd: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    capfd.readouterr()
+    signers = {"alice": alice[1], "mallory": mallory[1]}
+    assert sshsig.verify(DATA, signature, signers, NS) == "alice"
+    assert sshsig.verify(DATA, signature, signers, NS, identity="alice") == "alice"
+    with pytest.raises(CheckFailed):
+        sshsig.verify(DATA, signature, signers, NS, identity="mallory")
+    assert capfd.readouterr() == ("", "")
