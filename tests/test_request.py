@@ -274,3 +274,10 @@ def test_times_are_utc_seconds() -> None:
     )
     assert parse_time("2026-11-29T19:00:00Z", "t") == T0
     assert parse_time("2026-11-29T19:00:00Z", "t").tzinfo == dt.UTC
+
+
+def test_armor_strips_only_padding() -> None:
+    from builder.request import _b64
+
+    assert _b64(b"\x00\x00\x17") == "AAAX"
+    assert _b64(b"\x00\x05") == "AAU"
