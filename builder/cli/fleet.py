@@ -1,0 +1,121 @@
+"""Fleet commands: status, audit pull, audit timeline, over a pyinfra inventory.
+
+Every command that reaches hosts takes ``--limit`` (host names, groups or
+globs; repeatable), ``--parallel`` (how many hosts pyinfra works on at once),
+``--json``, and shows its progress on stderr when stderr is a terminal.
+pyinfra imports stay inside the commands: ``breakglass --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _reach(f: F) -> F:
+    f = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(f)
+    f = click.option(
+        "--connect-timeout", default=10, show_default=True, help="Seconds to wait for each host."
+    )(f)
+    f = click.option(
+        "--parallel",
+        default=50,
+        show_default=True,
+        help="How many hosts pyinfra works on at once.",
+    )(f)
+    f = click.option(
+        "--limit", multiple=True, help="Only these hosts or groups (glob patterns; repeatable)."
+    )(f)
+    f = click.argument("inventory")(f)
+    return f
+
+
+def _progress(enabled: bool) -> Callable[[int, int], None] | None:
+    if not enabled or not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        width = 30
+        filled = width * done // max(total, 1)
+        end = "\n" if done >= total else ""
+        click.echo(
+            f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} hosts", err=True, nl=False
+        )
+        if end:
+            click.echo("", err=True)
+
+    return show
+
+
+@click.group("fleet")
+def fleet() -> None:
+    """Many hosts at once, over pyinfra: status, audit collection."""
+
+
+@fleet.command("status")
+@_reach
+@click.option(
+    "--version", "newest", help="The newest released version (hosts below it are behind)."
+)
+@click.option(
+    "--enrolment",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also report hosts whose image's public parts differ from this enrolment.",
+)
+def status_cmd(
+    inventory: str,
+    limit: tuple[str, ...],
+    parallel: int,
+    connect_timeout: int,
+    as_json: bool,
+    newest: str | None,
+    enrolment: Path | None,
+) -> None:
+    """One row per host: reachable, image, phase, burned scopes, audit head, clock skew.
+
+    Exit 1 when any host is ACTIVE (or ACTIVE past its expiry), has drifted,
+    or runs a version older than the newest one seen or named.
+    """
+    from builder.errors import CheckFailed
+    from builder.fleet import open_fleet
+    from builder.fleet.probe import BreakglassProbe
+    from builder.fleet.status import assess, version_key
+
+    if newest is not None:
+        version_key(newest)
+    enrolled = None
+    if enrolment is not None:
+        from builder.drift import load_enrolment
+
+        enrolled = load_enrolment(enrolment).credentials
+    with open_fleet(
+        inventory,
+        limit=limit,
+        parallel=parallel,
+        connect_timeout=connect_timeout,
+        on_progress=_progress(not as_json),
+    ) as fl:
+        results = fl.run(BreakglassProbe, "status probe")
+    now = datetime.now(UTC)
+    report = assess(results, now, newest=newest, enrolled=enrolled)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+    else:
+        for line in report.lines():
+            click.echo(line)
+    if not report.ok:
+        bad = [r.host for r in report.rows if r.problems]
+        shown = ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+        raise CheckFailed(f"{len(bad)} host(s) need attention: {shown}")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(fleet)
