@@ -114,7 +114,10 @@ def test_limit_by_group_and_by_glob(clean: fleetkit.TestFleet) -> None:
     assert sorted(rows(doc)) == ["host-000", "host-002"]
     proc = run_cli("fleet", "status", clean.inventory, "--limit", "nosuch")
     assert proc.returncode == 2
-    assert proc.stderr == "breakglass: error: --limit 'nosuch' matches no host or group of the inventory\n"
+    assert (
+        proc.stderr
+        == "breakglass: error: --limit 'nosuch' matches no host or group of the inventory\n"
+    )
 
 
 def test_hosts_behind_the_newest_version(clean: fleetkit.TestFleet) -> None:
