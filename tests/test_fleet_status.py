@@ -121,9 +121,10 @@ def test_limit_by_group_and_by_glob(clean: fleetkit.TestFleet) -> None:
 
 
 def test_hosts_behind_the_newest_version(clean: fleetkit.TestFleet) -> None:
-    code, doc, err = status(clean, "--version", "1.2.0")
+    code, doc, _ = status(clean, "--version", "1.2.0")
     assert code == 1 and doc["newest_version"] == "1.2.0"
-    assert all("behind: runs 1.0.0, newest is 1.2.0" in r["problems"] for r in rows(doc).values())
+    for r in rows(doc).values():
+        assert r["problems"] == ["behind: runs 1.0.0, newest is 1.2.0"]
     proc = run_cli("fleet", "status", clean.inventory, "--version", "latest")
     assert proc.returncode == 2 and "not MAJOR.MINOR.PATCH" in proc.stderr
 
