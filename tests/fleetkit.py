@@ -245,3 +245,26 @@ def reset(fleet: TestFleet, host: FleetHost) -> None:
 
     shutil.rmtree(host.root)
     shutil.copytree(fleet.image.root, host.root, symlinks=True)
+
+
+def reseal(host: FleetHost) -> None:
+    """Close ``host``'s window the way ``host reseal`` does (appends ``resealed``)."""
+    import datetime as dt
+
+    from builder.host.expire import reseal as do_reseal
+    from builder.host.expire import session
+
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    with session(host.root, now) as (layout, current):
+        do_reseal(layout, current, now, "resealed", {"by": "reseal"})
+
+
+def small_fleet(tmp: Path, count: int = 4) -> TestFleet:
+    """A fleet for one test module; skips locally (fails under CI) without root or the tools."""
+    from tests.conftest import require_root, require_tool
+    from tests.hostkit import shared_image
+
+    require_root("each host's sshd runs as root in bwrap")
+    for tool in ("bwrap", "sshd", "ssh-keygen", "ssh"):
+        require_tool(tool)
+    return start_fleet(shared_image(), tmp, count)

@@ -117,5 +117,96 @@ def status_cmd(
         raise CheckFailed(f"{len(bad)} host(s) need attention: {shown}")
 
 
+@fleet.group("audit")
+def audit() -> None:
+    """Collect every host's audit log into an append-only store; read it as one timeline."""
+
+
+@audit.command("pull")
+@_reach
+@click.option(
+    "--store",
+    "store_dir",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="The audit store directory (created on first use).",
+)
+def pull_cmd(
+    inventory: str,
+    limit: tuple[str, ...],
+    parallel: int,
+    connect_timeout: int,
+    as_json: bool,
+    store_dir: Path,
+) -> None:
+    """Fetch what each host appended since the last pull; report logs that no longer extend it.
+
+    Exit 1 when any host's log was truncated, rewritten, replaced or edited
+    (named with the first event that differs); unreachable hosts are reported.
+    """
+    from builder.errors import CheckFailed
+    from builder.fleet import open_fleet
+    from builder.fleet.audit_pull import make_fact, settle
+    from builder.fleet.audit_store import AuditStore
+
+    store = AuditStore(store_dir)
+    with store.locked():
+        with open_fleet(
+            inventory,
+            limit=limit,
+            parallel=parallel,
+            connect_timeout=connect_timeout,
+            on_progress=_progress(not as_json),
+        ) as fl:
+            known = {h.name: store.collected(h.name) for h in fl.hosts}
+            results = fl.run(make_fact(known), "audit probe")
+        now = datetime.now(UTC)
+        pulled = [settle(store, r, known[name], now) for name, r in results.items()]
+    if as_json:
+        click.echo(json.dumps([p.to_dict() for p in pulled], indent=2, sort_keys=True))
+    else:
+        for p in pulled:
+            extra = f" ({p.detail})" if p.detail else ""
+            click.echo(f"{p.host}: {p.status}, +{p.new_events} events, {p.events} collected{extra}")
+        counts = {
+            s: sum(1 for p in pulled if p.status == s) for s in sorted({p.status for p in pulled})
+        }
+        click.echo("audit pull: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    bad = [p for p in pulled if not p.ok]
+    if bad:
+        first = bad[0]
+        raise CheckFailed(
+            f"{len(bad)} host(s) with a log that does not extend the collected one: "
+            f"{first.host} ({first.detail})"
+            + (f" and {len(bad) - 1} more" if len(bad) > 1 else ""),
+            hint="the earlier copy is kept in the store; compare it with the host's (evidence object)",
+        )
+
+
+@audit.command("timeline")
+@click.option(
+    "--store",
+    "store_dir",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="The audit store directory.",
+)
+@click.option("--html", "as_html", is_flag=True, help="One self-contained HTML page.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def timeline_cmd(store_dir: Path, as_html: bool, as_json: bool) -> None:
+    """Every collected host's events in one time order: activations, refusals, expiries, tampering."""
+    from builder.fleet.audit_store import AuditStore
+    from builder.fleet.timeline import build, to_html
+
+    entries = build(AuditStore(store_dir))
+    if as_html:
+        click.echo(to_html(entries), nl=False)
+    elif as_json:
+        click.echo(json.dumps([e.to_dict() for e in entries], indent=2, sort_keys=True))
+    else:
+        for e in entries:
+            click.echo(e.line())
+
+
 def register(cli: click.Group) -> None:
     cli.add_command(fleet)
