@@ -208,5 +208,75 @@ def timeline_cmd(store_dir: Path, as_html: bool, as_json: bool) -> None:
             click.echo(e.line())
 
 
+@fleet.command("enrol")
+@click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
+@_reach
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Show what would change; change nothing (exit 1 if anything would).",
+)
+@click.option(
+    "--record",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write what the fleet now accepts as an enrolment file (input of `drift`).",
+)
+def enrol_cmd(
+    spec: Path,
+    inventory: str,
+    limit: tuple[str, ...],
+    parallel: int,
+    connect_timeout: int,
+    as_json: bool,
+    check: bool,
+    record: Path | None,
+) -> None:
+    """Put each credential's public part where the spec's `enrol:` targets say (idempotent).
+
+    Reads the sealed bundle beside SPEC for the public parts. A second run
+    changes nothing. Exit 1 when an operation failed, or with --check when
+    anything would change.
+    """
+    from builder.errors import CheckFailed
+    from builder.fleet import open_fleet
+    from builder.fleet.enrol import apply
+    from builder.fleet.enrol_plan import plan_for, write_record
+
+    image, want = plan_for(spec)
+    with open_fleet(
+        inventory,
+        limit=limit,
+        parallel=parallel,
+        connect_timeout=connect_timeout,
+        on_progress=_progress(not as_json),
+    ) as fl:
+        result = apply(fl, want, check=check)
+    if record is not None and not check:
+        write_record(record, image, want, result.in_place)
+    if as_json:
+        click.echo(json.dumps({
+            "check": check, "changes": result.changes, "failed": result.failed,
+            "in_place": sorted("/".join(k) for k in result.in_place),
+            "hosts": [h.to_dict() for h in result.hosts],
+        }, indent=2, sort_keys=True))  # fmt: skip
+    else:
+        for h in result.hosts:
+            if not h.reachable:
+                click.echo(f"{h.host}: UNREACHABLE ({h.error})")
+            for c in h.changes:
+                click.echo(f"{h.host}: {'would ' if check else ''}{c}")
+            for f in h.failed:
+                click.echo(f"{h.host}: FAILED {f}")
+        verb = "would change" if check else "changed"
+        click.echo(f"enrol: {result.changes} {verb}, {result.failed} failed")
+    if result.failed:
+        raise CheckFailed(f"{result.failed} enrolment operation(s) failed")
+    if check and result.changes:
+        raise CheckFailed(
+            f"{result.changes} enrolment change(s) pending",
+            hint="run without --check to apply them",
+        )
+
+
 def register(cli: click.Group) -> None:
     cli.add_command(fleet)
