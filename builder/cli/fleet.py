@@ -278,5 +278,71 @@ def enrol_cmd(
         )
 
 
+@fleet.command("rotate")
+@click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
+@_reach
+@click.option(
+    "--old",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The public parts being replaced (the enrolment file of the previous seal); starts a rotation.",
+)
+@click.option(
+    "--state",
+    "state_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The phase-state file [default: SPEC's directory/NAME.rotate.json].",
+)
+def rotate_cmd(
+    spec: Path,
+    inventory: str,
+    limit: tuple[str, ...],
+    parallel: int,
+    connect_timeout: int,
+    as_json: bool,
+    old: Path | None,
+    state_path: Path | None,
+) -> None:
+    """Rotate in resumable phases: enrol new parts, wait for the new version, remove old parts, drift.
+
+    Run it after `seal --rotate`, `bump` and a build; run it again until it
+    exits 0. Exit 1 while hosts are behind (they are named).
+    """
+    from builder.drift import load_enrolment
+    from builder.fleet import open_fleet
+    from builder.fleet.enrol import apply
+    from builder.fleet.rotate import RotateReport, rotate
+
+    old_parts = list(load_enrolment(old).credentials) if old is not None else None
+    state_file = state_path or spec.with_name(spec.stem + ".rotate.json")
+    report = RotateReport()
+    try:
+        with open_fleet(
+            inventory,
+            limit=limit,
+            parallel=parallel,
+            connect_timeout=connect_timeout,
+            on_progress=_progress(not as_json),
+        ) as fl:
+            plan = rotate(
+                fl,
+                spec,
+                state_file,
+                old=old_parts,
+                apply=apply,
+                now=datetime.now(UTC),
+                report=report,
+            )
+    finally:
+        if as_json:
+            click.echo(json.dumps({"phases": report.phases}, indent=2, sort_keys=True))
+        else:
+            for p in report.phases:
+                extra = f" ({p['changes']} changes)" if "changes" in p else ""
+                late = "".join(f"\n  {h}: {why}" for h, why in sorted(p.get("behind", {}).items()))
+                click.echo(f"{p['phase']}: {p['status']}{extra}{late}")
+    if not as_json:
+        click.echo(f"rotate: {plan.image} {plan.version} done")
+
+
 def register(cli: click.Group) -> None:
     cli.add_command(fleet)
