@@ -344,5 +344,56 @@ def rotate_cmd(
         click.echo(f"rotate: {plan.image} {plan.version} done")
 
 
+@fleet.command("rotate-due")
+@click.argument("specs", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--inventory", help="Also count scopes that hosts of this inventory report burned.")
+@click.option(
+    "--bump",
+    "part",
+    type=click.Choice(["major", "minor", "patch"]),
+    default="patch",
+    show_default=True,
+    help="Which part of the version a rotation raises.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def rotate_due_cmd(
+    specs: tuple[Path, ...], inventory: str | None, part: str, as_json: bool
+) -> None:
+    """Re-seal and bump each spec whose scopes are overdue or burned (the scheduled rotation).
+
+    Only credentials that `seal` generates can be rotated here; a due scope
+    with a credential supplied from a file or the environment is reported
+    and the run exits 1. Prints no secret: the new plaintext never leaves
+    this process.
+    """
+    from builder.errors import CheckFailed
+    from builder.fleet.due import check, rotate_if_due
+
+    now = datetime.now(UTC)
+    burned: set[tuple[str, str]] = set()
+    if inventory is not None:
+        from builder.fleet import open_fleet
+        from builder.fleet.probe import BreakglassProbe
+        from builder.fleet.status import host_row
+
+        with open_fleet(inventory) as fl:
+            for result in fl.run(BreakglassProbe, "status probe").values():
+                row = host_row(result, now)
+                burned |= {(row.image, s) for s in row.burned if row.image}
+    reports = [rotate_if_due(check(spec, now, burned), now, part) for spec in specs]
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in reports], indent=2, sort_keys=True))
+    else:
+        for r in reports:
+            click.echo(r.line())
+    blocked = [r for r in reports if r.action == "blocked"]
+    if blocked:
+        raise CheckFailed(
+            f"{len(blocked)} spec(s) due for rotation with credentials supplied from outside: "
+            + ", ".join(r.spec for r in blocked),
+            hint="rotate those credentials at their source, then run `breakglass seal --rotate`",
+        )
+
+
 def register(cli: click.Group) -> None:
     cli.add_command(fleet)
