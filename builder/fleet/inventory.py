@@ -98,8 +98,16 @@ def _load_inventory(spec: str, state: Any) -> Any:
     try:
         with ctx_state.use(state):  # an inventory file is executed with a state in context
             return make_inventory(spec, cwd=str(Path.cwd()))
-    except (CliError, SyntaxError, TypeError, ValueError, ImportError, NameError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    except (
+        CliError,
+        Exception,
+    ) as e:  # an inventory file is user code: anything it raises is bad input
+        cause = e.__cause__ or e.__context__ or e  # pyinfra wraps what the file raised
+        try:
+            first = str(cause).splitlines()[0]
+        except (AttributeError, IndexError):  # some pyinfra errors cannot print themselves
+            first = ""
+        first = f"{type(cause).__name__}: {first}" if first else type(cause).__name__
         raise InputError(f"cannot read inventory {spec!r} ({first})") from None
 
 

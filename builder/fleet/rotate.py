@@ -34,7 +34,7 @@ from builder.errors import CheckFailed, InputError, StateError
 from builder.fleet.enrol import EnrolResult, Wanted, targets_of, wanted
 from builder.fleet.inventory import Fleet
 from builder.fleet.probe import BreakglassProbe
-from builder.fleet.status import host_row, version_key
+from builder.fleet.status import host_row, printable, version_key
 from builder.fsio import write_atomic
 
 ROTATE_FORMAT = "breakglass-fleet-rotate/1"
@@ -123,9 +123,9 @@ def behind(fleet: Fleet, image: str, version: str) -> dict[str, str]:
         elif row.image == image and row.version is not None:
             try:
                 if version_key(row.version) < want:
-                    out[name] = f"runs {row.version}"
+                    out[name] = printable(f"runs {row.version}")
             except InputError:
-                out[name] = f"runs an unreadable version {row.version!r}"
+                out[name] = printable(f"runs an unreadable version {row.version!r}")
     return out
 
 

@@ -190,10 +190,11 @@ class FleetStatus:
         }
 
     def lines(self) -> list[str]:
+        """Human rows; every string a host supplied is shown with control characters escaped."""
         out = []
         for r in self.rows:
             if not r.reachable:
-                out.append(f"{r.host}: UNREACHABLE ({r.error})")
+                out.append(printable(f"{r.host}: UNREACHABLE ({r.error})"))
                 continue
             bits = [
                 r.phase or "?",
@@ -203,14 +204,24 @@ class FleetStatus:
             if r.clock_skew is not None:
                 bits.append(f"skew {r.clock_skew:+.1f}s")
             problems = f" !! {'; '.join(r.problems)}" if r.problems else ""
-            out.append(f"{r.host}: {', '.join(bits)}{problems}")
+            out.append(printable(f"{r.host}: {', '.join(bits)}{problems}"))
         s = self.summary()
         out.append(
-            f"fleet: {s['hosts']} hosts, {s['reachable']} reachable, {s['unreachable']} unreachable, "
-            f"{s['active']} active, {s['pending']} pending, {s['with_problems']} with problems"
-            + (f", newest version {self.newest}" if self.newest else "")
+            printable(
+                f"fleet: {s['hosts']} hosts, {s['reachable']} reachable, {s['unreachable']} unreachable, "
+                f"{s['active']} active, {s['pending']} pending, {s['with_problems']} with problems"
+                + (f", newest version {self.newest}" if self.newest else "")
+            )
         )
         return out
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (a host controls its manifest and state)."""
+    # a host controls its manifest and state: keep escape sequences out of the operator's terminal
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
 
 
 def assess(
