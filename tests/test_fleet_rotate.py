@@ -143,6 +143,7 @@ def test_old_parts_stay_while_a_host_runs_the_old_version(
     assert code == 0 and out.count("done before") == 4
 
 
+@pytest.mark.e2e
 def test_sigint_in_each_phase_resumes(fleet: fleetkit.TestFleet, rotation: Rotation) -> None:
     new = new_parts_lines(fleet, rotation)
     for h in fleet.hosts:

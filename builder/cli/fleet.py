@@ -47,7 +47,9 @@ def _progress(enabled: bool) -> Callable[[int, int], None] | None:
         filled = width * done // max(total, 1)
         end = "\n" if done >= total else ""
         click.echo(
-            f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} hosts", err=True, nl=False
+            f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} hosts connected",
+            err=True,
+            nl=False,
         )
         if end:
             click.echo("", err=True)
