@@ -137,3 +137,25 @@ def test_bad_inventory_is_one_line_error(tmp_path: Path) -> None:
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.startswith("breakglass: error: ") and proc.stderr.count("\n") <= 2
         assert "Traceback" not in proc.stderr
+
+
+def test_rotate_due_counts_scopes_burned_on_the_fleet(
+    clean: fleetkit.TestFleet, tmp_path: Path
+) -> None:
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(clean.image.root.parent / "src", src)
+    spec = src / "hostkit.yaml"
+    proc = run_cli("fleet", "rotate-due", spec, "--inventory", clean.inventory, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)[0]["action"] == "none"
+
+    fleetkit.activate(clean.image, clean.hosts[2])
+    bundle = (src / "hostkit.sealed.yaml").read_bytes()
+    proc = run_cli("fleet", "rotate-due", spec, "--inventory", clean.inventory, "--json")
+    assert proc.returncode == 0, proc.stderr
+    (report,) = json.loads(proc.stdout)
+    assert report["due"] == {"agent-backup": ["burned"]}
+    assert (report["action"], report["new_version"]) == ("rotated", "1.0.1")
+    assert (src / "hostkit.sealed.yaml").read_bytes() != bundle
