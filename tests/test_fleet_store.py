@@ -75,3 +75,16 @@ def test_unreachable_host_changes_nothing(tmp_path: Path) -> None:
     store = AuditStore(tmp_path / "store")
     r = settle(store, HostResult("h", False, error="refused"), store.collected("h"), NOW)
     assert r.status == "unreachable" and r.ok and store.records("h") == []
+
+
+def test_a_pull_record_removed_from_the_store_is_found(tmp_path: Path) -> None:
+    store = AuditStore(tmp_path / "store")
+    first = log(tmp_path / "h", ["request-created"])
+    settle(store, HostResult("h", True, Answer(True, first)), store.collected("h"), NOW)
+    more = log(tmp_path / "h", ["request-cancelled"])[len(first) :]
+    settle(store, HostResult("h", True, Answer(True, more)), store.collected("h"), NOW)
+    records = tmp_path / "store/hosts/h/pulls.jsonl"
+    lines = records.read_bytes().splitlines(keepends=True)
+    records.write_bytes(lines[1])
+    with pytest.raises(InputError, match="does not match its records"):
+        store.collected("h")
