@@ -72,6 +72,7 @@ def test_check_then_enrol_then_nothing_left_and_drift_clean(
     assert code == 1 and "3 enrolment change(s) pending" in err
     assert doc["changes"] == 3 and doc["in_place"] == []
     assert not any((h.root / TOKENS).exists() or (h.root / KEYS).exists() for h in fleet.hosts)
+    assert all(reloads(h) == 0 for h in fleet.hosts)
 
     record = tmp_path / "enrolled.json"
     code, doc, err = enrol(fleet, spec, "--record", str(record))

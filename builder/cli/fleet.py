@@ -350,6 +350,12 @@ def rotate_cmd(
 @click.argument("specs", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--inventory", help="Also count scopes that hosts of this inventory report burned.")
 @click.option(
+    "--limit", multiple=True, help="Only these hosts or groups of the inventory (repeatable)."
+)
+@click.option(
+    "--parallel", default=50, show_default=True, help="How many hosts pyinfra works on at once."
+)
+@click.option(
     "--bump",
     "part",
     type=click.Choice(["major", "minor", "patch"]),
@@ -359,7 +365,12 @@ def rotate_cmd(
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def rotate_due_cmd(
-    specs: tuple[Path, ...], inventory: str | None, part: str, as_json: bool
+    specs: tuple[Path, ...],
+    inventory: str | None,
+    limit: tuple[str, ...],
+    parallel: int,
+    part: str,
+    as_json: bool,
 ) -> None:
     """Re-seal and bump each spec whose scopes are overdue or burned (the scheduled rotation).
 
@@ -378,7 +389,9 @@ def rotate_due_cmd(
         from builder.fleet.probe import BreakglassProbe
         from builder.fleet.status import host_row
 
-        with open_fleet(inventory) as fl:
+        with open_fleet(
+            inventory, limit=limit, parallel=parallel, on_progress=_progress(not as_json)
+        ) as fl:
             for result in fl.run(BreakglassProbe, "status probe").values():
                 row = host_row(result, now)
                 burned |= {(row.image, s) for s in row.burned if row.image}
