@@ -130,3 +130,16 @@ def test_enrol_line_with_a_placeholder_the_kind_lacks_is_refused(
     assert "unknown placeholder '{nope}'" in proc.stderr and proc.stderr.startswith(
         "breakglass: error: "
     )
+
+
+def test_limit_enrols_only_those_hosts_and_the_record_says_so(
+    fleet: fleetkit.TestFleet, spec: Path, tmp_path: Path
+) -> None:
+    record = tmp_path / "enrolled.json"
+    code, doc, err = enrol(fleet, spec, "--limit", "web", "--record", str(record))
+    assert code == 0, err
+    assert doc["changes"] == 2 and doc["in_place"] == ["agent-backup/deploy-token"]
+    assert not (fleet.hosts[1].root / KEYS).exists()
+    rotate = run_cli("fleet", "rotate", spec, fleet.inventory, "--limit", "web")
+    assert rotate.returncode == 2
+    assert rotate.stderr.startswith("breakglass: error: fleet rotate works on the whole inventory")

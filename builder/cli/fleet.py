@@ -310,9 +310,17 @@ def rotate_cmd(
     exits 0. Exit 1 while hosts are behind (they are named).
     """
     from builder.drift import load_enrolment
+    from builder.errors import InputError
     from builder.fleet import open_fleet
     from builder.fleet.enrol import apply
     from builder.fleet.rotate import RotateReport, rotate
+
+    if limit:
+        # removing old parts is safe only when every host is known to run the new version
+        raise InputError(
+            "fleet rotate works on the whole inventory, not a --limit",
+            hint="use `fleet enrol --limit` to stage new parts on some hosts first",
+        )
 
     old_parts = list(load_enrolment(old).credentials) if old is not None else None
     state_file = state_path or spec.with_name(spec.stem + ".rotate.json")

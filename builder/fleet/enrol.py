@@ -73,14 +73,19 @@ class HostChanges:
         return dict(self.__dict__)
 
 
-def _hosts_for(fleet: Fleet, pattern: str) -> list[Any]:
+def _hosts_for(fleet: Fleet, pattern: str) -> tuple[list[Any], int]:
+    """The hosts of ``pattern`` within the fleet's limit, and how many it names in all. Raises InputError when it names no
+    host of the whole inventory (a typo), not when ``--limit`` leaves them out."""
     from pyinfra.api.exceptions import NoGroupError
 
     try:
         group = set(fleet.state.inventory.get_group(pattern))
     except NoGroupError:
         group = set()
-    return [h for h in fleet.hosts if h in group or fnmatch(h.name, pattern)]
+    everywhere = [h for h in fleet.state.inventory if h in group or fnmatch(h.name, pattern)]
+    if not everywhere:
+        raise InputError(f"enrol target hosts {pattern!r} match no host of the inventory")
+    return [h for h in everywhere if h in fleet.hosts], len(everywhere)
 
 
 def _on_host(host: Any, path: str) -> str:
@@ -150,14 +155,11 @@ def apply(
     reloads: dict[tuple[str, tuple[str, ...]], list[Any]] = {}
     for present, items in ((True, add), (False, remove)):
         for w in items:
-            hosts = _hosts_for(fleet, w.target.hosts)
-            if not hosts:
-                raise InputError(
-                    f"enrol target hosts {w.target.hosts!r} match no host of the inventory"
-                )
+            hosts, named = _hosts_for(fleet, w.target.hosts)
             live = [h for h in hosts if h.name not in fleet.unreachable]
             key = (w.credential.scope, w.credential.name)
-            if present and len(live) < len(hosts):
+            # hosts left out by --limit or unreachable are not known to hold the line
+            if present and len(live) < named:
                 not_in_place.add(key)
             verb = "add" if present else "remove"
             what = f"{verb} {w.credential.scope}/{w.credential.name} in {w.target.file}"
