@@ -23,6 +23,7 @@ from builder.errors import InputError
 from builder.fsio import new_directory
 from builder.manifest import compose
 from builder.payload import (
+    BUNDLE_JSON_PATH,
     BUNDLE_PATH,
     MANIFEST_PATH,
     RUNTIME_DIR,
@@ -138,7 +139,10 @@ def plan(
         "expire_service": (f"{SYSTEMD_DIR}/breakglass-expire.service", 0o644),
         "expire_timer": (f"{SYSTEMD_DIR}/breakglass-expire.timer", 0o644),
     }
-    files = [PayloadFile(BUNDLE_PATH, bundle_bytes)]
+    files = [
+        PayloadFile(BUNDLE_PATH, bundle_bytes),
+        PayloadFile(BUNDLE_JSON_PATH, canonical.dumps(bundle.to_dict())),
+    ]
     for key, data in rendered.items():
         path, mode = system.get(key, (key, 0o644))
         files.append(PayloadFile(path, data, mode))

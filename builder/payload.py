@@ -14,6 +14,8 @@ from builder.canonical import digest
 # Fixed paths inside every image.
 MANIFEST_PATH = "etc/breakglass/manifest.json"
 BUNDLE_PATH = "etc/breakglass/sealed.yaml"
+# The same bundle as canonical JSON, for the host: it parses with json alone.
+BUNDLE_JSON_PATH = "etc/breakglass/sealed.json"
 AGENTS_DIR = "etc/breakglass/agents"
 SSHD_DROPIN_PATH = "etc/ssh/sshd_config.d/50-breakglass.conf"
 SUDOERS_PATH = "etc/sudoers.d/breakglass"

@@ -11,19 +11,21 @@ import difflib
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
-
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from builder import duration
 from builder.errors import InputError
+
+if TYPE_CHECKING:
+    from ruamel.yaml import YAML
 
 T = TypeVar("T")
 
 
 def round_trip_yaml() -> YAML:
+    # imported here: ``Node`` also walks plain JSON documents, which need no ruamel
+    from ruamel.yaml import YAML
+
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
     yaml.preserve_quotes = True
@@ -42,6 +44,9 @@ def load(path: Path) -> Node:
 
 
 def loads(text: str, filename: str) -> Node:
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
     try:
         data = round_trip_yaml().load(text)
     except MarkedYAMLError as e:
@@ -61,7 +66,11 @@ def loads(text: str, filename: str) -> Node:
 
 
 class Node:
-    """A value from a YAML document, with where it came from."""
+    """A value from a YAML document, with where it came from.
+
+    Positions come from ruamel's round-trip containers (their ``lc``); a plain
+    JSON document gives every value its parent's position.
+    """
 
     def __init__(self, value: Any, filename: str, pos: tuple[int, int]) -> None:
         self.value = value
@@ -98,7 +107,7 @@ class Node:
 
     def key_node(self, key: Any) -> Node:
         pos = self.pos
-        if isinstance(self.value, CommentedMap):
+        if hasattr(self.value, "lc"):
             try:
                 line, col = self.value.lc.key(key)
                 pos = (line, col)
@@ -108,7 +117,7 @@ class Node:
 
     def get(self, key: str) -> Node:
         pos = self.pos
-        if isinstance(self.value, CommentedMap):
+        if hasattr(self.value, "lc"):
             try:
                 line, col = self.value.lc.value(key)
                 pos = (line, col)
@@ -145,7 +154,7 @@ class Node:
             raise self.error(f"{what} must be a list, got {_type_name(self.value)}")
         for i, item in enumerate(self.value):
             pos = self.pos
-            if isinstance(self.value, CommentedSeq):
+            if hasattr(self.value, "lc"):
                 try:
                     line, col = self.value.lc.item(i)
                     pos = (line, col)
