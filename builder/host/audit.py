@@ -27,7 +27,10 @@ from builder.host.layout import Layout
 from builder.request import format_time
 
 GENESIS = digest(b"")
+# No event comes near this; a longer line is damage, and verify's memory stays bounded by it.
+MAX_LINE = 1 << 20
 FIELDS = ("seq", "time", "event", "actor", "request_id", "scope", "details", "prev")
+_FIELD_SET = frozenset(FIELDS)
 
 
 def actor() -> str:
@@ -131,51 +134,110 @@ def verify(layout: Layout, *, expect_head: str | None = None) -> Verified:
     """Check every line's encoding, sequence and chain; raises CheckFailed at the first bad line.
 
     With ``expect_head`` (a hash anchored elsewhere), that hash must be some line of the log.
+    Reads the log one line at a time and keeps only what the head check needs, so memory
+    stays constant however long the log grows.
     """
+    head = _read_head(layout)
+    head_seq = _head_seq(head)
+    prev = GENESIS
+    count, at_head, anchored = 0, None, False
     try:
-        data = layout.audit.read_bytes()
+        log = open(layout.audit, "rb")  # noqa: SIM115 - closed below, also on errors
     except FileNotFoundError:
-        data = b""
+        log = None
     except OSError as e:
         raise CheckFailed(f"cannot read the audit log ({e.strerror})") from None
-    prev = GENESIS
-    hashes: list[str] = []
-    lines = data.splitlines(keepends=True)
-    for n, line in enumerate(lines, start=1):
-        where = f"audit log line {n}"
-        if not line.endswith(b"\n"):
-            raise CheckFailed(f"{where}: truncated (no newline)")
-        try:
-            event = json.loads(line)
-        except ValueError:
-            raise CheckFailed(f"{where}: not json") from None
-        if not isinstance(event, dict) or tuple(sorted(event)) != tuple(sorted(FIELDS)):
-            raise CheckFailed(f"{where}: not an audit event")
-        if dumps(event) != line:
-            raise CheckFailed(f"{where}: not in canonical form (edited)")
-        if event["seq"] != n:
-            raise CheckFailed(f"{where}: sequence number {event['seq']} where {n} was expected")
-        if event["prev"] != prev:
-            if n == 1:
-                raise CheckFailed(f"{where}: does not start the chain (lines removed before it)")
-            raise CheckFailed(
-                f"audit log line {n - 1}: edited, or lines removed or moved after it "
-                f"(line {n} does not chain to it)"
-            )
-        prev = digest(line)
-        hashes.append(prev)
-    _check_head(layout, hashes)
-    if expect_head is not None and expect_head not in hashes:
-        raise CheckFailed("the anchored head hash is not in the audit log")
-    return Verified(len(hashes), prev)
-
-
-def _check_head(layout: Layout, hashes: list[str]) -> None:
     try:
-        raw = layout.audit_head.read_bytes()
+        n = 0
+        while log is not None and (line := log.readline(MAX_LINE + 1)):
+            n += 1
+            if len(line) > MAX_LINE:
+                raise CheckFailed(f"audit log line {n}: longer than any event ({MAX_LINE} bytes)")
+            _check_line(n, line, prev)
+            prev = digest(line)
+            count = n
+            if n == head_seq:
+                at_head = prev
+            anchored = anchored or prev == expect_head
+    except OSError as e:
+        raise CheckFailed(f"cannot read the audit log ({e.strerror})") from None
+    finally:
+        if log is not None:
+            log.close()
+    _check_head(head, count, at_head)
+    if expect_head is not None and not anchored:
+        raise CheckFailed("the anchored head hash is not in the audit log")
+    return Verified(count, prev)
+
+
+def _check_line(n: int, line: bytes, prev: str) -> None:
+    """One line of the log: an audit event in canonical form, numbered ``n``, chained to ``prev``."""
+    where = f"audit log line {n}"
+    if not line.endswith(b"\n"):
+        raise CheckFailed(f"{where}: truncated (no newline)")
+    parsed, event = _parse_line(line)
+    if not parsed:
+        raise CheckFailed(f"{where}: not json")
+    if not isinstance(event, dict) or event.keys() != _FIELD_SET:
+        raise CheckFailed(f"{where}: not an audit event")
+    if dumps(event) != line:
+        raise CheckFailed(f"{where}: not in canonical form (edited)")
+    if event["seq"] != n:
+        raise CheckFailed(f"{where}: sequence number {event['seq']} where {n} was expected")
+    if event["prev"] != prev:
+        if n == 1:
+            raise CheckFailed(f"{where}: does not start the chain (lines removed before it)")
+        raise CheckFailed(
+            f"audit log line {n - 1}: edited, or lines removed or moved after it "
+            f"(line {n} does not chain to it)"
+        )
+
+
+_SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # the C scanner, untyped
+
+
+def _parse_line(line: bytes) -> tuple[bool, Any]:
+    """``(True, json.loads(line))``, or ``(False, None)`` when it is not json.
+
+    A canonical line takes the C scanner alone; anything else (whitespace,
+    trailing data, another encoding) is judged by ``json.loads``.
+    """
+    try:
+        text = line.decode("utf-8")
+        value, end = _SCAN(text, 0)
+        if end == len(text) - 1:
+            return True, value
+    except (UnicodeDecodeError, StopIteration, ValueError):
+        pass
+    try:
+        return True, json.loads(line)
+    except ValueError:
+        return False, None
+
+
+def _read_head(layout: Layout) -> bytes | None:
+    """The head record's bytes, None when there is none; read before the log, once."""
+    try:
+        return layout.audit_head.read_bytes()
     except FileNotFoundError:
-        if hashes:
-            raise CheckFailed("audit head record is missing") from None
+        return None
+    except OSError:
+        return b""  # unreadable: judged malformed by _check_head
+
+
+def _head_seq(raw: bytes | None) -> int | None:
+    """The line number the head record names, if it can be read (``_check_head`` judges it)."""
+    try:
+        return int(json.loads(raw or b"")["seq"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _check_head(raw: bytes | None, count: int, at_head: str | None) -> None:
+    """The head record against the log: ``count`` lines, ``at_head`` the hash of the line it names."""
+    if raw is None:
+        if count:
+            raise CheckFailed("audit head record is missing")
         return
     try:
         head = json.loads(raw)
@@ -185,11 +247,11 @@ def _check_head(layout: Layout, hashes: list[str]) -> None:
     # A crash between the append and the head update leaves the head one line behind: accepted.
     if seq < 1:
         raise CheckFailed("audit head record is malformed")
-    if seq > len(hashes):
+    if seq > count:
         raise CheckFailed(
-            f"audit log ends at line {len(hashes)} but the head records line {seq} (lines removed)"
+            f"audit log ends at line {count} but the head records line {seq} (lines removed)"
         )
-    if hashes[seq - 1] != value or seq < len(hashes) - 1:
+    if at_head != value or seq < count - 1:
         raise CheckFailed(f"audit log line {seq}: does not match the recorded head (edited)")
 
 
