@@ -39,7 +39,9 @@ _PACKAGE_SUFFIXES = (".py", ".j2", ".html", ".css", ".typed")
 # dist-info files that describe the installation on the build machine, not the image.
 _SKIPPED_METADATA = ("RECORD", "INSTALLER", "REQUESTED", "direct_url.json")
 
-LAUNCHER = """#!{python} -I
+# -IS: isolated, and no site module: the library carries everything it imports, and
+# site's start-up work (site-packages, distro hooks) is most of a bare start on Debian.
+LAUNCHER = """#!{python} -IS
 # breakglass host runtime; the library lives in /{lib}, outside the system's site-packages.
 import sys
 

@@ -59,7 +59,7 @@ def test_launcher_runs_the_cli_with_an_isolated_interpreter() -> None:
     launcher = next(f for f in host_runtime_files("/opt/py/bin/python3") if f.path == LAUNCHER_PATH)
     assert launcher.mode == 0o755
     text = launcher.data.decode()
-    assert text.startswith("#!/opt/py/bin/python3 -I\n")
+    assert text.startswith("#!/opt/py/bin/python3 -IS\n")
     assert f'sys.path.insert(0, "/{LIB_DIR}")' in text and "main()" in text
 
 

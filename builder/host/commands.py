@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # typing itself costs the start of every host command
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from datetime import datetime
+    from typing import Any
+
+    Output = tuple[dict[str, Any], str]
 
 REPORT_URL = "https://github.com/breakglass-dev/breakglass/issues"
-
-Output = tuple[dict[str, Any], str]
 
 
 def now() -> datetime:
