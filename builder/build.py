@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ from builder.render import render_all
 from builder.spec import ImageSpec
 
 if TYPE_CHECKING:
+    from builder.layer import Layer
     from builder.oci import LoadedImage
 
 MANIFEST_NAME = "breakglass-manifest.json"
@@ -199,7 +201,7 @@ def build_oci(plan: BuildPlan, out: Path, sign_key: Path | None) -> BuildResult:
     Identical content already there is a no-op; different content is refused
     (versions are immutable). Raises InputError or StateError.
     """
-    from builder import layer, oci
+    from builder import layer
 
     spec = plan.spec
     image_dir = out / spec.name / spec.version
@@ -207,12 +209,39 @@ def build_oci(plan: BuildPlan, out: Path, sign_key: Path | None) -> BuildResult:
         unchanged = _unchanged(plan, image_dir, sign_key)
         if unchanged is not None:
             return unchanged
-    packed = layer.pack(
-        plan.files,
-        source_date_epoch=plan.source_date_epoch,
-        dirs=plan.dirs,
-        dir_owners=plan.dir_owners,
-    )
+    # The layer is packed into a file beside where the image goes (same filesystem, so the
+    # layout links it), never held in memory; nothing new is left there if the build fails.
+    fd, blob_name = tempfile.mkstemp(dir=_existing_parent(out), prefix=".breakglass-layer-")
+    blob_path = Path(blob_name)
+    try:
+        with os.fdopen(fd, "wb") as blob_file:
+            os.fchmod(blob_file.fileno(), 0o644)  # a layout's blobs are 0644, links included
+            packed = layer.pack(
+                plan.files,
+                source_date_epoch=plan.source_date_epoch,
+                dirs=plan.dirs,
+                dir_owners=plan.dir_owners,
+                blob_file=blob_file,
+            )
+            blob_file.flush()
+            os.fsync(blob_file.fileno())
+        return _assemble_and_write(plan, packed, blob_path, image_dir, sign_key)
+    finally:
+        blob_path.unlink(missing_ok=True)
+
+
+def _existing_parent(path: Path) -> Path:
+    while not path.is_dir() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _assemble_and_write(
+    plan: BuildPlan, packed: Layer, blob_path: Path, image_dir: Path, sign_key: Path | None
+) -> BuildResult:
+    from builder import oci
+
+    spec = plan.spec
     layout = oci.assemble(
         packed,
         tag=spec.version,
@@ -220,6 +249,7 @@ def build_oci(plan: BuildPlan, out: Path, sign_key: Path | None) -> BuildResult:
         base=plan.base,
         base_tag=plan.base_tag,
         base_image=plan.base_image,
+        layer_file=blob_path,
         annotations={
             "org.opencontainers.image.title": spec.name,
             "org.opencontainers.image.version": spec.version,

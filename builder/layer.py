@@ -23,6 +23,7 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from builder.canonical import digest
 from builder.errors import CheckFailed, InputError
@@ -39,7 +40,10 @@ _WHITEOUT_PREFIX = ".wh."
 
 @dataclass(frozen=True)
 class Layer:
-    """A packed layer: the gzip blob, its digest, the digest of its tar (diff_id) and size."""
+    """A packed layer: the gzip blob, its digest, the digest of its tar (diff_id) and size.
+
+    ``blob`` is empty when the layer was packed into a file (``pack(blob_file=...)``).
+    """
 
     blob: bytes = field(repr=False)
     digest: str
@@ -66,45 +70,70 @@ def pack(
     source_date_epoch: int,
     dirs: Mapping[str, int] | None = None,
     dir_owners: Mapping[str, tuple[int, int]] | None = None,
+    blob_file: BinaryIO | None = None,
 ) -> Layer:
     """Pack ``files`` (and the explicit ``dirs``, path -> mode, owned by ``dir_owners`` or root)
     into a deterministic layer.
+
+    With ``blob_file``, the compressed blob is written there as it is made
+    and ``Layer.blob`` stays empty: memory then does not grow with the
+    payload (files ``from_source`` are streamed too).
 
     Raises InputError for a path that is not a clean relative path, a duplicate path,
     a file that is also a directory, an OCI whiteout name, or an out-of-range mode or owner.
     """
     if source_date_epoch < 0:
         raise InputError(f"source date epoch must not be negative: {source_date_epoch}")
-    sink = _GzipSink()
+    sink = _GzipSink(blob_file)
     _tar(sink, files, dict(dirs or {}), dict(dir_owners or {}), source_date_epoch)
-    blob, diff_id = sink.finish()
-    return Layer(blob=blob, digest=digest(blob), diff_id=diff_id, size=len(blob))
+    return sink.finish()
 
 
 class _GzipSink:
-    """A file-like target for tarfile that gzips and hashes the tar as it arrives."""
+    """A file-like target for tarfile that gzips and hashes the tar as it arrives.
 
-    def __init__(self) -> None:
+    The compressed bytes go to ``out`` as they come, or are kept for ``Layer.blob``.
+    """
+
+    def __init__(self, out: BinaryIO | None) -> None:
         import hashlib
 
         self._deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS, 8)
         self._tar_hash = hashlib.sha256()
+        self._blob_hash = hashlib.sha256()
         self._crc = 0
         self._size = 0
-        self._parts = [_GZIP_HEADER]
+        self._blob_size = 0
+        self._out = out
+        self._parts: list[bytes] = []
+        self._emit(_GZIP_HEADER)
+
+    def _emit(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        self._blob_hash.update(chunk)
+        self._blob_size += len(chunk)
+        if self._out is None:
+            self._parts.append(chunk)
+        else:
+            self._out.write(chunk)
 
     def write(self, data: bytes) -> int:
         self._tar_hash.update(data)
         self._crc = zlib.crc32(data, self._crc)
         self._size += len(data)
-        self._parts.append(self._deflate.compress(data))
+        self._emit(self._deflate.compress(data))
         return len(data)
 
-    def finish(self) -> tuple[bytes, str]:
-        """The gzip blob and the diff_id (digest of the uncompressed tar)."""
-        self._parts.append(self._deflate.flush())
-        self._parts.append(struct.pack("<LL", self._crc, self._size & 0xFFFFFFFF))
-        return b"".join(self._parts), "sha256:" + self._tar_hash.hexdigest()
+    def finish(self) -> Layer:
+        self._emit(self._deflate.flush())
+        self._emit(struct.pack("<LL", self._crc, self._size & 0xFFFFFFFF))
+        return Layer(
+            blob=b"".join(self._parts),
+            digest="sha256:" + self._blob_hash.hexdigest(),
+            diff_id="sha256:" + self._tar_hash.hexdigest(),
+            size=self._blob_size,
+        )
 
 
 def read_layer(blob: bytes, *, name: str | None = None) -> dict[str, LayerEntry]:
@@ -216,8 +245,9 @@ def _tar(
         for path in sorted(by_path, key=_order):
             f = by_path[path]
             info = _info(path, mtime, f.mode, f.uid, f.gid)
-            info.size = len(f.data)
-            t.addfile(info, io.BytesIO(f.data))
+            info.size = f.size
+            with f.open() as content:
+                t.addfile(info, content)
 
 
 def _info(path: str, mtime: int, mode: int, uid: int, gid: int) -> tarfile.TarInfo:

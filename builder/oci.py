@@ -86,6 +86,7 @@ def assemble(
     base: Path | None = None,
     base_tag: str | None = None,
     base_image: LoadedImage | None = None,
+    layer_file: Path | None = None,
     annotations: Mapping[str, str] | None = None,
     labels: Mapping[str, str] | None = None,
     architecture: str | None = None,
@@ -95,7 +96,8 @@ def assemble(
     With ``base``, the base image (``base_tag``, or the layout's only image) is read and
     every one of its blobs verified; its layers and config come first. ``base_image``
     is a base already opened (with ``open_layout``, checked): its layer blobs are
-    linked from their files rather than read. The architecture
+    linked from their files rather than read. ``layer_file`` holds ``layer``'s blob
+    when it was packed into a file (``layer.blob`` is then empty). The architecture
     is the base's, else ``architecture``, else amd64 (the payload itself is
     architecture-independent; pinning it keeps builds on any runner identical).
     Raises InputError for a bad tag, epoch or annotation, or a missing base;
@@ -144,7 +146,10 @@ def assemble(
 
     config_bytes = encode(config)
     files[_blob_path(digest(config_bytes))] = config_bytes
-    files[_blob_path(layer.digest)] = layer.blob
+    if layer_file is not None:
+        linked[_blob_path(layer.digest)] = layer_file
+    else:
+        files[_blob_path(layer.digest)] = layer.blob
     layer_descriptors.append(
         {"mediaType": MEDIA_LAYER_GZIP, "digest": layer.digest, "size": layer.size}
     )

@@ -86,3 +86,22 @@ def test_a_base_layer_is_read_for_the_wanted_entries_only(tmp_path: Path) -> Non
     blob.write_bytes(bytes(data))
     with pytest.raises(CheckFailed, match="does not match its digest"):
         oci.open_layout(tmp_path / "base", "tiny", load_layers=False)
+
+
+def test_a_layer_packed_into_a_file_from_sources_equals_the_in_memory_one(tmp_path: Path) -> None:
+    content = os.urandom(300_000)
+    source = tmp_path / "big.bin"
+    source.write_bytes(content)
+    small = PayloadFile("etc/a", b"a\n")
+    in_memory = layer.pack((small, PayloadFile("usr/big.bin", content)), source_date_epoch=7)
+    streamed_file = PayloadFile.from_source("usr/big.bin", source)
+    assert streamed_file.digest == PayloadFile("usr/big.bin", content).digest
+    with (tmp_path / "blob").open("wb") as out:
+        streamed = layer.pack((small, streamed_file), source_date_epoch=7, blob_file=out)
+    assert streamed.blob == b""
+    assert (tmp_path / "blob").read_bytes() == in_memory.blob
+    assert (streamed.digest, streamed.diff_id, streamed.size) == (
+        in_memory.digest,
+        in_memory.diff_id,
+        in_memory.size,
+    )
