@@ -117,8 +117,14 @@ class SealedBundle:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             raise InputError("sealed bundle is not UTF-8", where=filename) from None
-        from builder.yamlfile import loads
+        from builder.yamlfile import fast_loads, loads
 
+        fast = fast_loads(text, filename)
+        if fast is not None:
+            try:
+                return cls._from_node(fast)
+            except InputError:
+                pass  # parsed again below, for a message with its line and column
         return cls._from_node(loads(text, filename))
 
     @classmethod

@@ -182,8 +182,11 @@ def read_layer(blob: bytes, *, name: str | None = None) -> dict[str, LayerEntry]
 def read_files(path: Path, wanted: set[str], *, name: str) -> dict[str, bytes]:
     """The ``wanted`` regular files of the gzip tar layer at ``path``, streamed.
 
-    Only those entries' data is kept, so memory does not grow with the layer.
-    Raises CheckFailed naming the layer when its gzip stream or tar is corrupt.
+    Only those entries' data is kept, so memory does not grow with the layer,
+    and reading stops once all of them are found: a layer lists each path
+    once (as umoci, skopeo and buildah write them), and the blob's digest was
+    checked before this reads it. Raises CheckFailed naming the layer when
+    its gzip stream or tar is corrupt.
     """
     found: dict[str, bytes] = {}
     try:
@@ -196,6 +199,8 @@ def read_files(path: Path, wanted: set[str], *, name: str) -> dict[str, bytes]:
                     if len(data) != member.size:
                         raise tarfile.ReadError("unexpected end of data")
                     found[clean] = data
+                    if len(found) == len(wanted):
+                        break
     except (OSError, EOFError, zlib.error) as e:
         raise CheckFailed(f"layer {name} is not valid gzip: {_why(e)}") from None
     except (tarfile.TarError, ValueError) as e:

@@ -43,6 +43,26 @@ def load(path: Path) -> Node:
     return loads(text, str(path))
 
 
+def fast_loads(text: str, filename: str) -> Node | None:
+    """The document through ruamel's C safe loader, without positions; None when that loader
+    is not installed or the text does not parse.
+
+    For a file that is read often and almost always valid (the sealed bundle): check the
+    fast result, and on any error parse again with ``loads`` for the located message.
+    """
+    try:
+        from ruamel.yaml import YAML
+        from ruamel.yaml.error import YAMLError
+
+        yaml = YAML(typ="safe", pure=False)
+        if getattr(yaml.Parser, "__name__", "") != "CParser":
+            return None  # ruamel.yaml.clib missing: the pure safe loader is barely faster
+        data = yaml.load(text)
+    except (ImportError, YAMLError, RecursionError, ValueError, TypeError):
+        return None
+    return Node(data, filename, (0, 0))
+
+
 def loads(text: str, filename: str) -> Node:
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
