@@ -80,6 +80,9 @@ def loads(text: str, filename: str) -> Node:
     except RecursionError:
         # ruamel recurses once per nesting level; no spec or bundle is nested this deep
         raise InputError("malformed yaml: nested too deeply", where=filename) from None
+    except (IndexError, ValueError):
+        # ruamel's constructors crash on some odd scalars ("-_", "._") instead of raising
+        raise InputError("malformed yaml: a value that cannot be read", where=filename) from None
     # the document starts where its first node does, past any leading comments
     pos = (data.lc.line, data.lc.col) if isinstance(data, CommentedMap | CommentedSeq) else (0, 0)
     return Node(data, filename, pos)

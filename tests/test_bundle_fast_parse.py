@@ -40,3 +40,9 @@ def test_the_json_copy_parses_to_the_same_bundle_and_must_be_canonical() -> None
         SealedBundle.from_json(copy.replace(b"sealed-bundle/1", b"sealed-bundle/9"), "sealed.json")
     with pytest.raises(InputError, match=r"sealed\.json: sealed bundle is not json"):
         SealedBundle.from_json(b"format: yaml\n", "sealed.json")
+
+
+@pytest.mark.parametrize("text", ["-_", "._", "a: -_\n"])
+def test_scalars_that_crash_the_yaml_library_are_input_errors(text: str) -> None:
+    with pytest.raises(InputError, match="malformed yaml"):
+        loads(text, "odd.yaml")
