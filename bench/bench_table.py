@@ -2,7 +2,9 @@
 
 Whole processes, alternating with their baseline run for run (the machine is
 noisy: trust the ratios more than the milliseconds), medians of ``--runs``.
-Peak memory is the command's maximum resident set as GNU time reports it
+Each row also gives the ratio of CPU time (user + system, from the kernel's
+accounting of each process and its children), which a loaded machine
+distorts less than wall time. Peak memory is the command's maximum resident set as GNU time reports it
 (``/usr/bin/time -f %M``: a child forked from this python would inherit its
 high-water mark); the time of that small wrapper is in both sides of a ratio.
 
@@ -32,6 +34,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -44,63 +47,60 @@ TIME = "/usr/bin/time" if Path("/usr/bin/time").exists() else None
 LEVEL = 6  # builder.layer.GZIP_LEVEL; the pipeline baseline runs gzip at the same level
 
 
-def run(
-    cmd: list[str], *, shell: bool = False, env: dict[str, str] | None = None
-) -> tuple[float, int]:
-    """Run ``cmd`` to completion; its wall time in seconds and peak RSS in KiB. Fails loudly."""
-    fd, rss_file = tempfile.mkstemp(prefix="bench-rss-")
-    os.close(fd)
-    wrapped = [TIME, "-f", "%M", "-o", rss_file, *cmd] if TIME else cmd
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        wrapped,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=env,
-        cwd=REPO,
-    )
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    rss = usage.ru_maxrss
-    if TIME:
-        text = Path(rss_file).read_text().split()
-        rss = int(text[-1]) if text and text[-1].isdigit() else rss
-    os.unlink(rss_file)
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    if proc.stderr:
-        proc.stderr.close()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"bench: {cmd[:4]} exited {proc.returncode}: {err[:400]}")
-    return elapsed, rss
+class Sample(NamedTuple):
+    wall: float  # seconds
+    peak: int  # KiB
+    cpu: float  # user + system seconds, the command and its children
+
+
+def run(cmd: list[str], *, env: dict[str, str] | None = None) -> Sample:
+    """Run ``cmd`` to completion; its wall and CPU time and peak RSS. Fails loudly."""
+    with tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile() as rss_file:
+        wrapped = [TIME, "-f", "%M", "-o", rss_file.name, *cmd] if TIME else cmd
+        start = time.perf_counter()
+        proc = subprocess.Popen(wrapped, stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=REPO)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            message = err.read().decode(errors="replace")[:400]
+            raise SystemExit(f"bench: {cmd[:4]} exited {proc.returncode}: {message}")
+        text = Path(rss_file.name).read_text().split()
+    rss = int(text[-1]) if text and text[-1].isdigit() else usage.ru_maxrss
+    return Sample(elapsed, rss, usage.ru_utime + usage.ru_stime)
 
 
 class Row:
     def __init__(self, command: str, against: str, goal: float, mem_goal_mib: int | None = None):
         self.command, self.against, self.goal, self.mem_goal = command, against, goal, mem_goal_mib
-        self.ours: list[float] = []
-        self.base: list[float] = []
+        self.ours: list[Sample] = []
+        self.base: list[Sample] = []
         self.peak = 0
         self.note = ""
 
-    def add(self, ours: tuple[float, int], base: float) -> None:
-        self.ours.append(ours[0])
+    def add(self, ours: Sample, base: Sample) -> None:
+        self.ours.append(ours)
         self.base.append(base)
-        self.peak = max(self.peak, ours[1])
+        self.peak = max(self.peak, ours.peak)
 
     def line(self) -> str:
         if not self.ours:
             return f"{self.command:<34} {self.against:<40} goal <= {self.goal}x: not measured ({self.note})"
-        o, b = statistics.median(self.ours), statistics.median(self.base)
+        o = statistics.median(s.wall for s in self.ours)
+        b = statistics.median(s.wall for s in self.base)
         ratio = o / b
+        cpu = statistics.median(s.cpu for s in self.ours) / max(
+            statistics.median(s.cpu for s in self.base), 1e-6
+        )
         ok = ratio <= self.goal and (self.mem_goal is None or self.peak < self.mem_goal * 1024)
         mem = f", peak {self.peak / 1024:.0f} MiB" + (
             f" (goal < {self.mem_goal} MiB)" if self.mem_goal else ""
         )
         return (
             f"{self.command:<34} {self.against:<40} {o * 1000:8.1f} ms / {b * 1000:8.1f} ms "
-            f"= {ratio:5.2f}x (goal <= {self.goal}x{mem}) {'ok' if ok else 'MISSED'}"
-            + (f"  [{self.note}]" if self.note else "")
+            f"= {ratio:5.2f}x (goal <= {self.goal}x{mem}; cpu time {cpu:5.2f}x) "
+            f"{'ok' if ok else 'MISSED'}" + (f"  [{self.note}]" if self.note else "")
         )
 
 
@@ -148,12 +148,12 @@ def host_rows(runs: int, events: int, work: Path) -> list[Row]:
         host = [*launcher, "host"]
         root = ["--root", str(img.root)]
         run([*host, "unseal", *root, req.id, first])
-        unseal_row.add(run([*host, "unseal", *root, req.id, last]), run([py, "-c", "pass"])[0])
+        unseal_row.add(run([*host, "unseal", *root, req.id, last]), run([py, "-c", "pass"]))
         keys_row.add(
             run([*host, "authorized-keys", *root, img.emergency_user]),
-            run([py, "-I", "-S", "-c", "pass"])[0],
+            run([py, "-I", "-S", "-c", "pass"]),
         )
-        status_row.add(run([*host, "status", *root]), run([py, "-c", "pass"])[0])
+        status_row.add(run([*host, "status", *root]), run([py, "-c", "pass"]))
         shutil.rmtree(img.root)
     audit_row = Row(f"host audit verify, {events:,} events", "sha256sum of the log", 3.0, 64)
     log_root = work / "audit-root"
@@ -162,7 +162,7 @@ def host_rows(runs: int, events: int, work: Path) -> list[Row]:
     for _ in range(max(3, runs // 2)):
         audit_row.add(
             run([*launcher, "host", "audit", "verify", "--root", str(log_root)]),
-            run(["sha256sum", str(log)])[0],
+            run(["sha256sum", str(log)]),
         )
     note = f"python {py}, host runtime from the image payload with its bytecode"
     for row in (keys_row, unseal_row, status_row, audit_row):
@@ -204,11 +204,11 @@ def build_rows(runs: int, work: Path) -> list[Row]:
         out = work / f"dist{n}"
         build_row.add(
             run([BREAKGLASS, "build", str(spec), "--out", str(out), *sign]),
-            run([VENV_PY, "-c", "import jinja2, ruamel.yaml"])[0],
+            run([VENV_PY, "-c", "import jinja2, ruamel.yaml"]),
         )
         noop_row.add(
             run([BREAKGLASS, "build", str(spec), "--out", str(out), *sign]),
-            run([VENV_PY, "-c", "pass"])[0],
+            run([VENV_PY, "-c", "pass"]),
         )
     return [build_row, noop_row, large_row(runs, work, spec, keys), debian_row(runs, work, keys)]
 
@@ -249,7 +249,7 @@ def large_row(runs: int, work: Path, spec: Path, keys: Path) -> Row:
         out = work / f"large{n}"
         row.add(
             run([VENV_PY, "-c", _LARGE, str(spec), str(blob), str(out)]),
-            run(["bash", "-c", pipeline])[0],
+            run(["bash", "-c", pipeline]),
         )
         shutil.rmtree(out)
     row.note = "through the library (a spec adds no files): PayloadFile.from_source, streamed"
@@ -277,12 +277,11 @@ def debian_row(runs: int, work: Path, keys: Path) -> Row:
     for n in range(max(3, runs // 2)):
         copy = work / f"base-copy{n}"
 
-        def baseline(copy: Path = copy, n: int = n) -> float:
-            cp = run(["cp", "-a", str(entry), str(copy)])[0]
-            return (
-                cp
-                + run([BREAKGLASS, "build", str(small), "--out", str(work / f"small{n}"), *sign])[0]
-            )
+        def baseline(copy: Path = copy, n: int = n) -> Sample:
+            cp = run(["cp", "-a", str(entry), str(copy)])
+            out = str(work / f"small{n}")
+            small_build = run([BREAKGLASS, "build", str(small), "--out", out, *sign])
+            return Sample(cp.wall + small_build.wall, 0, cp.cpu + small_build.cpu)
 
         ours = run([BREAKGLASS, "build", str(spec), "--out", str(project / f"dist{n}"), *sign])
         row.add(ours, baseline())

@@ -105,3 +105,18 @@ def test_a_layer_packed_into_a_file_from_sources_equals_the_in_memory_one(tmp_pa
         in_memory.diff_id,
         in_memory.size,
     )
+
+
+def test_base_blobs_another_mode_are_copied_at_0644(project: Path, tmp_path: Path) -> None:
+    # umoci writes its blobs 0600: a link would carry that mode into our layout
+    blobs = tmp_path / "base-oci/blobs/sha256"
+    for blob in blobs.iterdir():
+        blob.chmod(0o600)
+    result = build.build_oci(build.plan(load_spec(project)), tmp_path / "dist", None)
+    for source in blobs.iterdir():
+        ours = result.image_dir / "oci/blobs/sha256" / source.name
+        if ours.exists():
+            assert not os.path.samefile(ours, source)
+            assert ours.stat().st_mode & 0o777 == 0o644
+            assert ours.read_bytes() == source.read_bytes()
+    assert oci.open_layout(result.image_dir / "oci", load_spec(project).version).layers
