@@ -67,3 +67,18 @@ def test_the_head_is_matched_while_streaming(log: Layout) -> None:
     log.audit.write_bytes(b"".join(lines[:3]))
     with pytest.raises(CheckFailed, match="head records line 4"):
         audit.verify(log)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"a": 1, "b": [1.5, -0.0, 1e300, 2**70, None, True], "é": 'ü\u2028\x00"\\', "z": {"y": {}}},
+        {"seq": 1, "details": {"reason": "tab\there", "n": [3, 2, 1]}, "scope": None},
+        [],
+        "text",
+    ],
+)
+def test_the_verify_encoder_is_the_canonical_one(document: object) -> None:
+    from builder.canonical import dumps
+
+    assert audit._canonical(document) == dumps(document)

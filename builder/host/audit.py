@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from hashlib import sha256
 from typing import Any
 
 from builder.canonical import digest, dumps
@@ -154,7 +155,7 @@ def verify(layout: Layout, *, expect_head: str | None = None) -> Verified:
             if len(line) > MAX_LINE:
                 raise CheckFailed(f"audit log line {n}: longer than any event ({MAX_LINE} bytes)")
             _check_line(n, line, prev)
-            prev = digest(line)
+            prev = "sha256:" + sha256(line).hexdigest()
             count = n
             if n == head_seq:
                 at_head = prev
@@ -172,7 +173,7 @@ def verify(layout: Layout, *, expect_head: str | None = None) -> Verified:
 
 def _check_line(n: int, line: bytes, prev: str) -> None:
     """One line of the log: an audit event in canonical form, numbered ``n``, chained to ``prev``."""
-    where = f"audit log line {n}"
+    where = f"audit log line {n}"  # ~0.1 µs; clearer than building it in each branch
     if not line.endswith(b"\n"):
         raise CheckFailed(f"{where}: truncated (no newline)")
     parsed, event = _parse_line(line)
@@ -180,7 +181,7 @@ def _check_line(n: int, line: bytes, prev: str) -> None:
         raise CheckFailed(f"{where}: not json")
     if not isinstance(event, dict) or event.keys() != _FIELD_SET:
         raise CheckFailed(f"{where}: not an audit event")
-    if dumps(event) != line:
+    if _canonical(event) != line:
         raise CheckFailed(f"{where}: not in canonical form (edited)")
     if event["seq"] != n:
         raise CheckFailed(f"{where}: sequence number {event['seq']} where {n} was expected")
@@ -194,6 +195,34 @@ def _check_line(n: int, line: bytes, prev: str) -> None:
 
 
 _SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # the C scanner, untyped
+
+
+def _make_canonical() -> Callable[[Any], bytes]:
+    """``canonical.dumps`` for parsed JSON, with json's C encoder built once.
+
+    ``JSONEncoder.encode`` builds a new C encoder on every call, a third of the
+    cost of a line; this one is built with the same settings (sorted keys, the
+    canonical separators, UTF-8 strings) and no cycle check, which parsed JSON
+    cannot need. ``test_host_audit_stream`` holds it equal to ``dumps``.
+    """
+    from json import encoder
+
+    make = getattr(encoder, "c_make_encoder", None)
+    if make is None:
+        return dumps
+
+    def refuse(value: object) -> object:
+        raise TypeError(f"not json: {type(value).__name__}")
+
+    encode = make(None, refuse, encoder.encode_basestring, None, ":", ",", True, False, True)
+
+    def canonical(document: Any) -> bytes:
+        return "".join(encode(document, 0)).encode("utf-8") + b"\n"
+
+    return canonical
+
+
+_canonical = _make_canonical()
 
 
 def _parse_line(line: bytes) -> tuple[bool, Any]:
