@@ -286,7 +286,9 @@ def debian_row(runs: int, work: Path, keys: Path) -> Row:
         ours = run([BREAKGLASS, "build", str(spec), "--out", str(project / f"dist{n}"), *sign])
         row.add(ours, baseline())
         shutil.rmtree(copy)
-    row.note = f"base from the cache {entry.name}; built in the same filesystem (blobs linked)"
+    modes = {b.stat().st_mode & 0o777 for b in (base / "blobs/sha256").iterdir()}
+    reuse = "linked" if modes == {0o644} else f"mode {', '.join(f'{m:o}' for m in modes)}: copied"
+    row.note = f"base from the cache {entry.name}; its blobs {reuse}"
     return row
 
 
