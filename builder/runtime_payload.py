@@ -30,9 +30,10 @@ from builder.payload import PayloadFile
 
 LIB_DIR = "usr/lib/breakglass"
 LAUNCHER_PATH = "usr/local/bin/breakglass"
-# What `breakglass host ...` imports, directly or through builder.agecrypt,
-# builder.shares and builder.yamlfile.
-RUNTIME_DISTRIBUTIONS = ("bech32", "click", "pyrage", "ruamel.yaml", "shamir-mnemonic")
+# What `breakglass host ...` imports, directly or through builder.agecrypt and
+# builder.shares. No ruamel.yaml: the host reads the image's JSON copy of the sealed
+# bundle (etc/breakglass/sealed.json), which every image with this runtime carries.
+RUNTIME_DISTRIBUTIONS = ("bech32", "click", "pyrage", "shamir-mnemonic")
 _SKIPPED_SUFFIXES = (".pyc", ".pyo")
 # The package's sources and package data (pyproject's package-data), nothing else in the tree.
 _PACKAGE_SUFFIXES = (".py", ".j2", ".html", ".css", ".typed")

@@ -184,4 +184,10 @@ def load_sealed_scope(layout: Layout, image: HostImage, scope: str) -> SealedSco
         raise CheckFailed("the sealed bundle does not match the digest in the image manifest")
     if as_json:
         return SealedBundle.from_json(raw, str(path)).scope(scope)
-    return SealedBundle.from_bytes(raw, str(path)).scope(scope)
+    try:
+        return SealedBundle.from_bytes(raw, str(path)).scope(scope)
+    except ImportError:
+        # a host runtime from an image carries no YAML library: its image has the JSON copy
+        raise InputError(
+            "the image manifest lists no json copy of the sealed bundle", where=str(path)
+        ) from None
