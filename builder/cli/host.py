@@ -132,8 +132,9 @@ def audit_verify_cmd(expect_head: str | None, root: Path, as_json: bool) -> None
 def audit_show_cmd(root: Path, as_json: bool) -> None:
     """Print the audit events."""
     from builder.host import audit
-    from builder.host.layout import Layout
+    from builder.host.layout import Layout, require_image
 
+    require_image(root)
     events = audit.read_events(Layout(root))
     if as_json:
         click.echo(json.dumps(events, sort_keys=True))

@@ -30,10 +30,10 @@ if TYPE_CHECKING:
 REPORT_URL = "https://github.com/breakglass-dev/breakglass/issues"
 
 
-def now() -> datetime:
+def now(root: Path) -> datetime:
     from builder.host import clock
 
-    return clock.now()
+    return clock.now(root)
 
 
 def emit(as_json: bool, doc: dict[str, Any], text: str) -> None:
@@ -49,7 +49,7 @@ def emit(as_json: bool, doc: dict[str, Any], text: str) -> None:
 def run_status(root: Path) -> Output:
     from builder.host.status import describe, render
 
-    doc = describe(root, now())
+    doc = describe(root, now(root))
     return doc, render(doc)
 
 
@@ -63,7 +63,7 @@ def run_request(
     from builder.host.request import open_request
 
     request = open_request(
-        root, now(), scope=scope, ttl_seconds=parse(ttl), reason=reason, requester=requester
+        root, now(root), scope=scope, ttl_seconds=parse(ttl), reason=reason, requester=requester
     )
     stored = Layout(root).request_file(request.id)
     if out is not None:
@@ -84,7 +84,7 @@ def run_unseal(root: Path, request_id: str, approvals: list[str]) -> Output:
     from builder.host.unseal import unseal
     from builder.request import format_time
 
-    result = unseal(root, now(), request_id, approvals)
+    result = unseal(root, now(root), request_id, approvals)
     expires = format_time(result.expires_at) if result.expires_at else None
     doc = {
         "state": result.phase, "request_id": result.request_id, "scope": result.scope,
@@ -101,7 +101,7 @@ def run_unseal(root: Path, request_id: str, approvals: list[str]) -> Output:
 def run_reseal(root: Path) -> Output:
     from builder.host.expire import reseal, session
 
-    at = now()
+    at = now(root)
     with session(root, at) as (layout, current):
         before = current.phase
         if before != "DORMANT":
@@ -113,7 +113,7 @@ def run_reseal(root: Path) -> Output:
 def run_tick(root: Path) -> Output:
     from builder.host.expire import session
 
-    with session(root, now()) as (_layout, current):
+    with session(root, now(root)) as (_layout, current):
         phase = current.phase
     return {"state": phase}, phase
 
@@ -121,13 +121,14 @@ def run_tick(root: Path) -> Output:
 def run_authorized_keys(root: Path, user: str) -> list[str]:
     from builder.host.authorized_keys import authorized_keys
 
-    return authorized_keys(root, user, now())
+    return authorized_keys(root, user, now(root))
 
 
 def run_audit_verify(root: Path, expect_head: str | None) -> Output:
     from builder.host import audit
-    from builder.host.layout import Layout
+    from builder.host.layout import Layout, require_image
 
+    require_image(root)
     result = audit.verify(Layout(root), expect_head=expect_head)
     return (
         {"ok": True, "events": result.events, "head": result.head},
