@@ -156,7 +156,7 @@ def host_rows(runs: int, events: int, work: Path) -> list[Row]:
         status_row.add(run([*host, "status", *root]), run([py, "-c", "pass"]))
         shutil.rmtree(img.root)
     audit_row = Row(f"host audit verify, {events:,} events", "sha256sum of the log", 3.0, 64)
-    log_root = work / "audit-root"
+    log_root = hostkit.clone(image, work / "audit-root").root  # verify wants an image there
     make_log(log_root, events)
     log = log_root / "var/lib/breakglass/audit.jsonl"
     for _ in range(max(3, runs // 2)):
@@ -176,7 +176,7 @@ def make_log(root: Path, events: int) -> None:
     from builder.host.audit import GENESIS
 
     state = root / "var/lib/breakglass"
-    state.mkdir(parents=True)
+    state.mkdir(parents=True, exist_ok=True)
     prev = GENESIS
     with (state / "audit.jsonl").open("wb") as f:
         for seq in range(1, events + 1):
