@@ -11,19 +11,21 @@ import difflib
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
-
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from builder import duration
 from builder.errors import InputError
+
+if TYPE_CHECKING:
+    from ruamel.yaml import YAML
 
 T = TypeVar("T")
 
 
 def round_trip_yaml() -> YAML:
+    # imported here: ``Node`` also walks plain JSON documents, which need no ruamel
+    from ruamel.yaml import YAML
+
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
     yaml.preserve_quotes = True
@@ -41,7 +43,30 @@ def load(path: Path) -> Node:
     return loads(text, str(path))
 
 
+def fast_loads(text: str, filename: str) -> Node | None:
+    """The document through ruamel's C safe loader, without positions; None when that loader
+    is not installed or the text does not parse.
+
+    For a file that is read often and almost always valid (the sealed bundle): check the
+    fast result, and on any error parse again with ``loads`` for the located message.
+    """
+    try:
+        from ruamel.yaml import YAML
+        from ruamel.yaml.error import YAMLError
+
+        yaml = YAML(typ="safe", pure=False)
+        if getattr(yaml.Parser, "__name__", "") != "CParser":
+            return None  # ruamel.yaml.clib missing: the pure safe loader is barely faster
+        data = yaml.load(text)
+    except (ImportError, YAMLError, RecursionError, ValueError, TypeError):
+        return None
+    return Node(data, filename, (0, 0))
+
+
 def loads(text: str, filename: str) -> Node:
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
     try:
         data = round_trip_yaml().load(text)
     except MarkedYAMLError as e:
@@ -55,13 +80,20 @@ def loads(text: str, filename: str) -> Node:
     except RecursionError:
         # ruamel recurses once per nesting level; no spec or bundle is nested this deep
         raise InputError("malformed yaml: nested too deeply", where=filename) from None
+    except (IndexError, ValueError):
+        # ruamel's constructors crash on some odd scalars ("-_", "._") instead of raising
+        raise InputError("malformed yaml: a value that cannot be read", where=filename) from None
     # the document starts where its first node does, past any leading comments
     pos = (data.lc.line, data.lc.col) if isinstance(data, CommentedMap | CommentedSeq) else (0, 0)
     return Node(data, filename, pos)
 
 
 class Node:
-    """A value from a YAML document, with where it came from."""
+    """A value from a YAML document, with where it came from.
+
+    Positions come from ruamel's round-trip containers (their ``lc``); a plain
+    JSON document gives every value its parent's position.
+    """
 
     def __init__(self, value: Any, filename: str, pos: tuple[int, int]) -> None:
         self.value = value
@@ -98,7 +130,7 @@ class Node:
 
     def key_node(self, key: Any) -> Node:
         pos = self.pos
-        if isinstance(self.value, CommentedMap):
+        if hasattr(self.value, "lc"):
             try:
                 line, col = self.value.lc.key(key)
                 pos = (line, col)
@@ -108,7 +140,7 @@ class Node:
 
     def get(self, key: str) -> Node:
         pos = self.pos
-        if isinstance(self.value, CommentedMap):
+        if hasattr(self.value, "lc"):
             try:
                 line, col = self.value.lc.value(key)
                 pos = (line, col)
@@ -145,7 +177,7 @@ class Node:
             raise self.error(f"{what} must be a list, got {_type_name(self.value)}")
         for i, item in enumerate(self.value):
             pos = self.pos
-            if isinstance(self.value, CommentedSeq):
+            if hasattr(self.value, "lc"):
                 try:
                     line, col = self.value.lc.item(i)
                     pos = (line, col)

@@ -97,8 +97,9 @@ def test_activation_refused_when_the_sealed_bundle_changed(
     pending: tuple[hostkit.Image, str, list[str]],
 ) -> None:
     image, rid, approvals = pending
-    bundle = Layout(image.root).bundle
-    bundle.write_bytes(bundle.read_bytes() + b"# changed\n")
+    # the copy the host reads (the image's JSON copy; sealed.yaml is for people and verify)
+    bundle = Layout(image.root).bundle_json
+    bundle.write_bytes(bundle.read_bytes() + b" ")
     with pytest.raises(CheckFailed) as err:
         unseal(image.root, T0, rid, approvals)
     reason = "the sealed bundle does not match the digest in the image manifest"
