@@ -138,7 +138,11 @@ def test_cli_errors_are_one_line(image: hostkit.Image) -> None:
     assert r.returncode == 0 and "image: unreadable" in r.stdout
     (image.root / "var/lib/breakglass/state.json").write_text("{not json")
     r = hostkit.run("host", "status", "--root", root)
-    assert r.returncode == 2 and r.stderr == "breakglass: error: the host state file is malformed\n"
+    state = image.root / "var/lib/breakglass/state.json"
+    assert r.returncode == 2 and r.stderr == (
+        f"breakglass: error: {state}: the host state file is malformed\n"
+        f"hint: move it aside (mv {state} {state}.bad) and run `breakglass host tick`\n"
+    )
     # authorized-keys never fails sshd's lookup loudly: bad state means no key
     k = hostkit.run("host", "authorized-keys", "--root", root, "breakglass")
     assert k.stdout == ""

@@ -89,7 +89,13 @@ def request_cmd(
     }
     _out(as_json, doc, request.armored())
     if not as_json:
-        click.echo(f"request {request.id} written to {out or stored}; needs approvals", err=True)
+        # the id on a line of its own: it is what `host unseal` takes, and the line above is long
+        click.echo(f"request id: {request.id}", err=True)
+        click.echo(
+            f"written to {out or stored}; send it to the approvers, then run: "
+            f"breakglass host unseal {request.id} APPROVAL...",
+            err=True,
+        )
 
 
 @host.command("unseal")
@@ -98,7 +104,7 @@ def request_cmd(
 @_common
 def unseal_cmd(request_id: str, approvals: tuple[str, ...], root: Path, as_json: bool) -> None:
     """Add approvals (files or armored lines); at quorum, open the request's scope."""
-    from builder.host.unseal import unseal
+    from builder.host.unseal import progress, unseal
     from builder.request import format_time
 
     result = unseal(root, _now(), request_id, list(approvals))
@@ -111,7 +117,7 @@ def unseal_cmd(request_id: str, approvals: tuple[str, ...], root: Path, as_json:
     if result.phase == "ACTIVE":
         text = f"ACTIVE: scope {result.scope} open until {expires}"
     else:
-        text = f"PENDING: {len(result.approvals)} of {result.needed} approvals ({', '.join(result.approvals)})"
+        text = f"PENDING: {progress(result.approvals, result.needed)}"
     _out(as_json, doc, text)
 
 
@@ -194,4 +200,7 @@ def audit_show_cmd(root: Path, as_json: bool) -> None:
 
 def register(cli: click.Group) -> None:
     """Add this module's commands to the top-level group."""
+    from builder.cli import host_install
+
+    host_install.register(host)
     cli.add_command(host)

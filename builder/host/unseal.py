@@ -142,7 +142,12 @@ def unseal(root: Path, now: datetime, request_id: str, sources: list[str]) -> Un
                                   "count": len(p.approvals), "needed": p.needed})  # fmt: skip
         if not quorum.met(request.group_threshold, request.groups, set(accepted)):
             if refused:
-                raise CheckFailed(f"approval refused: {refused[0]}")
+                # what was kept counts: say so, or a partial success reads as a plain failure
+                raise CheckFailed(
+                    f"approval refused: {refused[0]}; {progress(p.approvals, p.needed)}",
+                    hint=f"an approval that was accepted stays; add the rest with "
+                    f"`breakglass host unseal {request_id} APPROVAL...`",
+                )
             return UnsealResult(PENDING, request_id, p.scope, p.approvals, p.needed, None, ())
         crash_point("unseal-before-activate")
         new = _activate(layout, current, image, request, list(accepted.values()), now)
@@ -151,6 +156,13 @@ def unseal(root: Path, now: datetime, request_id: str, sources: list[str]) -> Un
         return UnsealResult(
             ACTIVE, request_id, a.scope, p.approvals, p.needed, a.expires_at, tuple(refused)
         )
+
+
+def progress(approvals: tuple[str, ...], needed: int) -> str:
+    """``accepted 1 approval (alice); 1 more needed``: what counts so far and what is missing."""
+    names = f" ({', '.join(approvals)})" if approvals else ""
+    have = f"accepted {len(approvals)} approval{'' if len(approvals) == 1 else 's'}{names}"
+    return f"{have}; {max(needed - len(approvals), 0)} more needed"
 
 
 def _json(path: Path) -> object:
