@@ -184,7 +184,7 @@ def build_oci(plan: BuildPlan, out: Path, sign_key: Path | None) -> BuildResult:
     Identical content already there is a no-op; different content is refused
     (versions are immutable). Raises InputError or StateError.
     """
-    from builder import layer, oci
+    from builder import gitsource, layer, oci
 
     spec = plan.spec
     packed = layer.pack(
@@ -203,6 +203,8 @@ def build_oci(plan: BuildPlan, out: Path, sign_key: Path | None) -> BuildResult:
             "org.opencontainers.image.title": spec.name,
             "org.opencontainers.image.version": spec.version,
             "dev.breakglass.manifest.digest": plan.manifest_digest,
+            # the commit and repository, only when the inputs are committed (same commit, same bytes)
+            **gitsource.oci_annotations([spec.path, spec.sealed_path, spec.templates_dir]),
         },
     )
     signature = (
