@@ -133,7 +133,10 @@ def test_cli_errors_are_one_line(image: hostkit.Image) -> None:
     )
     r = hostkit.run("host", "unseal", "--root", root, "0" * 32, "BREAKGLASS-APPROVAL-1:AAAA")
     assert r.returncode == 1
-    assert r.stderr == f"breakglass: error: request {'0' * 32} is not pending (host is DORMANT)\n"
+    assert r.stderr == (
+        f"breakglass: error: request {'0' * 32} is not pending (host is DORMANT)\n"
+        "hint: `breakglass host status` shows the pending request, if any\n"
+    )
     r = hostkit.run("host", "status", "--root", str(image.root / "nope"))
     assert r.returncode == 0 and "image: unreadable" in r.stdout
     (image.root / "var/lib/breakglass/state.json").write_text("{not json")

@@ -96,7 +96,12 @@ def unseal(root: Path, now: datetime, request_id: str, sources: list[str]) -> Un
         if current.phase != PENDING or p is None or p.request_id != request_id:
             audit.append(layout, now, "approval-refused", request_id=request_id,
                          details={"reason": f"request is not pending (host is {current.phase})"})  # fmt: skip
-            raise StateError(f"request {request_id[:64]} is not pending (host is {current.phase})")
+            raise StateError(
+                f"request {request_id[:64]} is not pending (host is {current.phase})",
+                hint="`breakglass host status` shows the pending request, if any"
+                if current.phase != ACTIVE
+                else "the window is already open; `breakglass host status` shows it",
+            )
         image = load_image(layout)
         request = UnsealRequest.from_dict(_json(layout.request_file(request_id)))
         identity = agecrypt.load_identities(layout.ephemeral_identity(request_id))
