@@ -21,7 +21,7 @@ import pytest
 from tests.conftest import DEMO_KEYS, ROOT, require_tool, run_cli
 
 DOC = ROOT / "docs/recovery.md"
-VENV_BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
+VENV_BIN = Path(sys.executable).parent  # where pip put the `shamir` console script
 
 
 def blocks() -> dict[str, str]:
