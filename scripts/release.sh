@@ -56,18 +56,16 @@ build() {
 }
 
 sigstore() {
+  manifests=("$DIST"/*/*/breakglass-manifest.json)
+  [ -f "${manifests[0]}" ] || die "no manifest under $DIST to sign" "run scripts/release.sh build first"
   # its own venv: sigstore's dependencies stay out of breakglass's
   venv=$(mktemp -d)
   trap 'rm -rf "$venv"' EXIT
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q "sigstore==$SIGSTORE_VERSION"
-  found=0
-  for m in "$DIST"/*/*/breakglass-manifest.json; do
-    [ -f "$m" ] || continue
+  for m in "${manifests[@]}"; do
     "$venv/bin/python" -m sigstore sign --bundle "$m.sigstore.json" "$m"
-    found=1
   done
-  [ "$found" = 1 ] || die "no manifest under $DIST to sign" "run scripts/release.sh build first"
 }
 
 case "${1:-}" in

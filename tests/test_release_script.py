@@ -16,7 +16,7 @@ SCRIPT = ROOT / "scripts/release.sh"
 WORKFLOW = ROOT / ".github/workflows/ci.yml"
 
 
-def _release(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def _release(tmp_path: Path, step: str = "build", **env: str) -> subprocess.CompletedProcess[str]:
     bin_dir = Path(sys.executable).parent
     breakglass = bin_dir / "breakglass"
     if not breakglass.exists():
@@ -30,7 +30,7 @@ def _release(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     if "RELEASE_SSH_KEY" not in env:
         full.pop("RELEASE_SSH_KEY", None)  # a key in the caller's environment must not leak in
     return subprocess.run(
-        ["bash", str(SCRIPT), "build"], cwd=ROOT, env=full, capture_output=True, text=True,
+        ["bash", str(SCRIPT), step], cwd=ROOT, env=full, capture_output=True, text=True,
         stdin=subprocess.DEVNULL, timeout=300, check=False,
     )  # fmt: skip
 
@@ -94,3 +94,12 @@ def test_workflow_pins_actions_by_sha_and_sigstore_by_version() -> None:
     assert "sudo bash scripts/install-tools.sh" in text
     assert "examples/keys" not in text.split("release:", 1)[1]
     assert re.search(r"^SIGSTORE_VERSION=\d+\.\d+\.\d+$", SCRIPT.read_text(), re.M)
+
+
+def test_sigstore_step_without_a_build_stops_before_installing(tmp_path: Path) -> None:
+    r = _release(tmp_path, "sigstore")
+    assert r.returncode == 2
+    assert r.stderr == (
+        f"release: error: no manifest under {tmp_path / 'dist'} to sign\n"
+        "hint: run scripts/release.sh build first\n"
+    )
