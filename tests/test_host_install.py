@@ -104,3 +104,13 @@ def test_install_of_something_that_is_no_image(tmp_path: Path) -> None:
     r = run_cli("host", "install", tmp_path, "--root", tmp_path / "host")
     assert r.returncode == 2
     assert r.stderr.startswith("breakglass: error: ") and "no break-glass manifest" in r.stderr
+
+
+def test_a_failed_install_keeps_an_empty_root_empty(image: Path, tmp_path: Path) -> None:
+    bad = _copy(image, tmp_path / "img")
+    (bad / "breakglass-manifest.json").write_bytes(b"{}")  # no longer the image's manifest
+    root = tmp_path / "host"
+    root.mkdir()
+    r = run_cli("host", "install", bad, "--root", root)
+    assert r.returncode != 0 and r.stderr.startswith("breakglass: error: ")
+    assert root.is_dir() and not any(root.iterdir())

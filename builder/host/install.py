@@ -17,8 +17,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builder.errors import CheckFailed, InputError
+
+if TYPE_CHECKING:
+    from builder.layer import LayerEntry
 
 
 @dataclass(frozen=True)
@@ -68,31 +72,40 @@ def install(image_dir: Path, root: Path, allowed_signers: Path | None) -> Instal
 
     from builder.fsio import new_directory
 
-    root.parent.mkdir(parents=True, exist_ok=True)
-    if root.is_dir():
-        root.rmdir()  # empty (checked above); the staged root takes its place in one rename
+    try:
+        # rename(2) replaces an empty directory, so an empty root is kept if this fails
+        with new_directory(root) as staging:
+            count = _write(staging, entries)
+    except OSError as e:
+        raise InputError(
+            f"cannot write the host root ({e.strerror})", where=str(e.filename or root)
+        ) from None
+    return Installed(root, manifest.name, manifest.version, count, signer)
+
+
+def _write(staging: Path, entries: dict[str, LayerEntry]) -> int:
+    """Write every entry under ``staging``; return the number of files."""
     count = 0
     as_root = os.geteuid() == 0
-    with new_directory(root) as staging:
-        # parents before children; directory modes last, so a read-only one cannot stop a write
-        ordered = sorted(entries.items(), key=lambda item: item[0].split("/"))
-        for path, entry in ordered:
-            target = staging / path
-            if entry.type == "dir":
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(entry.data)
-            count += 1
-        for path, entry in reversed(ordered):
-            target = staging / path
-            if as_root:
-                # the emergency account's home belongs to it; unprivileged, files stay ours
-                os.chown(target, entry.uid, entry.gid, follow_symlinks=False)
-            os.chmod(target, entry.mode, follow_symlinks=False)
-    return Installed(root, manifest.name, manifest.version, count, signer)
+    # parents before children; directory modes last, so a read-only one cannot stop a write
+    ordered = sorted(entries.items(), key=lambda item: item[0].split("/"))
+    for path, entry in ordered:
+        target = staging / path
+        if entry.type == "dir":
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(entry.data)
+        count += 1
+    for path, entry in reversed(ordered):
+        target = staging / path
+        if as_root:
+            # the emergency account's home belongs to it; unprivileged, files stay ours
+            os.chown(target, entry.uid, entry.gid, follow_symlinks=False)
+        os.chmod(target, entry.mode, follow_symlinks=False)
+    return count
 
 
 def _check_entry(path: str, kind: str) -> None:
