@@ -187,6 +187,9 @@ def build_oci(plan: BuildPlan, out: Path, sign_key: Path | None) -> BuildResult:
     from builder import gitsource, layer, oci
 
     spec = plan.spec
+    # the commit and repository, only when the inputs are committed (same commit, same bytes);
+    # git answers while the layer is packed
+    source = gitsource.Probe([spec.path, spec.sealed_path, spec.templates_dir])
     packed = layer.pack(
         plan.files,
         source_date_epoch=plan.source_date_epoch,
@@ -203,8 +206,7 @@ def build_oci(plan: BuildPlan, out: Path, sign_key: Path | None) -> BuildResult:
             "org.opencontainers.image.title": spec.name,
             "org.opencontainers.image.version": spec.version,
             "dev.breakglass.manifest.digest": plan.manifest_digest,
-            # the commit and repository, only when the inputs are committed (same commit, same bytes)
-            **gitsource.oci_annotations([spec.path, spec.sealed_path, spec.templates_dir]),
+            **source.annotations(),
         },
     )
     signature = (

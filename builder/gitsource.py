@@ -21,31 +21,52 @@ SOURCE = "org.opencontainers.image.source"
 _SCP_LIKE = re.compile(r"^(?:[\w.-]+@)?([\w.-]+):(?!//)(.+)$")  # git@host:owner/repo.git
 
 
-def oci_annotations(inputs: list[Path]) -> dict[str, str]:
-    """The revision and source annotations for a build of ``inputs``; {} when not known to be true.
+class Probe:
+    """Asks git in the background, so the build's packing overlaps the git calls.
 
-    Never raises: a missing git, a directory outside any checkout, or
+    Start it before the expensive work, read ``annotations()`` when they are
+    needed. Never raises: a missing git, a directory outside any checkout, or
     uncommitted inputs all give {}.
     """
-    here = inputs[0].resolve().parent
-    if not any((d / ".git").exists() for d in (here, *here.parents)):
-        return {}  # not a checkout: spare the git calls
-    status = _git(here, "status", "--porcelain=v2", "--branch", "--", *map(str, inputs))
-    if status is None:
-        return {}
-    revision = None
-    for line in status.splitlines():
-        if line.startswith("# branch.oid "):
-            revision = line.split()[2]
-        elif not line.startswith("#"):
-            return {}  # an input is modified or untracked: the commit does not describe it
-    if revision is None or not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", revision):
-        return {}  # no commit yet ("(initial)")
-    found = {REVISION: revision}
-    url = source_url(_git(here, "config", "--get", "remote.origin.url") or "")
-    if url:
-        found[SOURCE] = url
-    return found
+
+    def __init__(self, inputs: list[Path]) -> None:
+        here = inputs[0].resolve().parent
+        self._procs: tuple[subprocess.Popen[str], subprocess.Popen[str]] | None = None
+        if not any((d / ".git").exists() for d in (here, *here.parents)):
+            return  # not a checkout: spare the git calls
+        try:
+            self._procs = (
+                _start(here, "status", "--porcelain=v2", "--branch", "--", *map(str, inputs)),
+                _start(here, "config", "--get", "remote.origin.url"),
+            )
+        except OSError:
+            self._procs = None
+
+    def annotations(self) -> dict[str, str]:
+        """The revision and source annotations; {} when they are not known to be true."""
+        if self._procs is None:
+            return {}
+        status, remote = (_finish(p) for p in self._procs)
+        if status is None:
+            return {}
+        revision = None
+        for line in status.splitlines():
+            if line.startswith("# branch.oid "):
+                revision = line.split()[2]
+            elif not line.startswith("#"):
+                return {}  # an input is modified or untracked: the commit does not describe it
+        if revision is None or not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", revision):
+            return {}  # no commit yet ("(initial)")
+        found = {REVISION: revision}
+        url = source_url(remote or "")
+        if url:
+            found[SOURCE] = url
+        return found
+
+
+def oci_annotations(inputs: list[Path]) -> dict[str, str]:
+    """The revision and source annotations for a build of ``inputs`` (see ``Probe``)."""
+    return Probe(inputs).annotations()
 
 
 def source_url(remote: str) -> str | None:
@@ -66,12 +87,18 @@ def source_url(remote: str) -> str | None:
     return f"https://{host}/{path}"
 
 
-def _git(cwd: Path, *args: str) -> str | None:
+def _start(cwd: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        ["git", "-C", str(cwd), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+
+
+def _finish(proc: subprocess.Popen[str]) -> str | None:
     try:
-        proc = subprocess.run(
-            ["git", "-C", str(cwd), *args],
-            capture_output=True, text=True, timeout=30, check=False, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired):
+        out, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
         return None
-    return proc.stdout if proc.returncode == 0 else None
+    return out if proc.returncode == 0 else None
