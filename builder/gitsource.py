@@ -36,7 +36,15 @@ class Probe:
             return  # not a checkout: spare the git calls
         try:
             self._procs = (
-                _start(here, "status", "--porcelain=v2", "--branch", "--", *map(str, inputs)),
+                _start(
+                    here,
+                    "status",
+                    "--porcelain=v2",
+                    "--branch",
+                    "--ignored",
+                    "--",
+                    *map(str, inputs),
+                ),
                 _start(here, "config", "--get", "remote.origin.url"),
             )
         except OSError:

@@ -93,3 +93,17 @@ def test_a_build_outside_a_checkout_has_no_source(
 )  # fmt: skip
 def test_source_url(remote: str, url: str | None) -> None:
     assert source_url(remote) == url
+
+
+def test_an_ignored_bundle_claims_no_commit(
+    example_project: Path, demo_keys: Path, tmp_path: Path
+) -> None:
+    require_tool("git")
+    repo = example_project.parent.parent
+    _git(repo, "init", "-q")
+    (repo / ".gitignore").write_text("*.sealed.yaml\n")  # the bundle is not in the commit
+    _git(repo, "add", ".gitignore", "images", "templates")
+    _git(repo, "commit", "-qm", "example without its bundle")
+    r = build(example_project, tmp_path / "dist", demo_keys)
+    assert r.returncode == 0, r.stderr
+    assert REVISION not in _annotations(Path(json.loads(r.stdout)["image_dir"]))
