@@ -3,8 +3,9 @@
 All three carry the same data: each step with pass/fail, its start and end
 offsets and what happened, the headline figures (time from outage to access,
 time from expiry to revoked access, one value per scope the drill opened),
-the audit head hash, and which share holders have checked in. The HTML has inline CSS and an inline SVG timeline
-(``id="timeline"``), no external assets, so it can be archived and mailed.
+the audit head hash, and which share holders have checked in. The HTML has
+inline CSS and an inline SVG timeline (``id="timeline"``), no external
+assets, so it can be archived and mailed.
 """
 
 from __future__ import annotations
@@ -166,7 +167,7 @@ h1{font-size:1.6rem;margin:0 0 .4rem}
 .pass{background:#1f7a3a}.fail{background:#b3261e}
 .figures{display:flex;gap:1rem;margin:1rem 0}
 .figure{border:1px solid #d0d7de;border-radius:6px;padding:.6rem 1rem;min-width:14rem}
-.figure b{display:block;font-size:1.5rem}
+.figure b{display:block;font-size:1.5rem}.figure small{display:block;color:#57606a}
 table{border-collapse:collapse;width:100%;margin:.5rem 0 1.5rem}
 th,td{border-bottom:1px solid #d0d7de;padding:.35rem .5rem;text-align:left;font-size:.9rem;vertical-align:top}
 td.ok{color:#1f7a3a;font-weight:700}td.bad{color:#b3261e;font-weight:700}
