@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from builder import agecrypt, sshsig
+from builder.duration import format_seconds
 from builder.errors import CheckFailed, InputError
 from builder.request import Approval, UnsealRequest, format_time
 
@@ -28,7 +29,7 @@ def summary(request: UnsealRequest) -> list[tuple[str, str]]:
             f"{request.image.name} {request.image.version} ({request.image.manifest_digest})",
         ),
         ("scope", request.scope),
-        ("ttl", f"{request.ttl_seconds}s"),
+        ("ttl", format_seconds(request.ttl_seconds)),  # as requested: 15m, not 900s
         ("reason", request.reason),
         ("requester", request.requester),
         ("created", format_time(request.created_at)),

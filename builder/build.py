@@ -38,6 +38,7 @@ from builder.render import render_all
 from builder.spec import ImageSpec
 
 if TYPE_CHECKING:
+    from builder.gitsource import Probe
     from builder.layer import Layer
     from builder.oci import LoadedImage
 
@@ -206,7 +207,7 @@ def build_oci(plan: BuildPlan, out: Path, sign_key: Path | None) -> BuildResult:
     Identical content already there is a no-op; different content is refused
     (versions are immutable). Raises InputError or StateError.
     """
-    from builder import layer
+    from builder import gitsource, layer
 
     spec = plan.spec
     image_dir = out / spec.name / spec.version
@@ -214,6 +215,9 @@ def build_oci(plan: BuildPlan, out: Path, sign_key: Path | None) -> BuildResult:
         unchanged = _unchanged(plan, image_dir, sign_key)
         if unchanged is not None:
             return unchanged
+    # the commit and repository, only when the inputs are committed (same commit, same bytes);
+    # git answers while the layer is packed
+    source = gitsource.Probe([spec.path, spec.sealed_path, spec.templates_dir])
     # The layer is packed into a file beside where the image goes (same filesystem, so the
     # layout links it), never held in memory; nothing new is left there if the build fails.
     fd, blob_name = tempfile.mkstemp(dir=_existing_parent(out), prefix=".breakglass-layer-")
@@ -230,7 +234,7 @@ def build_oci(plan: BuildPlan, out: Path, sign_key: Path | None) -> BuildResult:
             )
             blob_file.flush()
             os.fsync(blob_file.fileno())
-        return _assemble_and_write(plan, packed, blob_path, image_dir, sign_key)
+        return _assemble_and_write(plan, packed, blob_path, image_dir, sign_key, source)
     finally:
         blob_path.unlink(missing_ok=True)
 
@@ -242,7 +246,12 @@ def _existing_parent(path: Path) -> Path:
 
 
 def _assemble_and_write(
-    plan: BuildPlan, packed: Layer, blob_path: Path, image_dir: Path, sign_key: Path | None
+    plan: BuildPlan,
+    packed: Layer,
+    blob_path: Path,
+    image_dir: Path,
+    sign_key: Path | None,
+    source: Probe,
 ) -> BuildResult:
     from builder import oci
 
@@ -259,6 +268,7 @@ def _assemble_and_write(
             "org.opencontainers.image.title": spec.name,
             "org.opencontainers.image.version": spec.version,
             "dev.breakglass.manifest.digest": plan.manifest_digest,
+            **source.annotations(),
         },
     )
     signature = (

@@ -42,7 +42,10 @@ def test_twenty_concurrent_unseals_activate_once(tmp_path: Path) -> None:
     for code, out, err in results:
         if code != 0:
             assert code == 1 and out == ""
-            assert err == f"breakglass: error: request {req.id} is not pending (host is ACTIVE)\n"
+            assert err == (
+                f"breakglass: error: request {req.id} is not pending (host is ACTIVE)\n"
+                "hint: the window is already open; `breakglass host status` shows it\n"
+            )
     events = [
         json.loads(x)
         for x in (image.root / "var/lib/breakglass/audit.jsonl").read_text().splitlines()

@@ -133,13 +133,20 @@ def test_cli_errors_are_one_line(image: hostkit.Image) -> None:
     )
     r = hostkit.run("host", "unseal", "--root", root, "0" * 32, "BREAKGLASS-APPROVAL-1:AAAA")
     assert r.returncode == 1
-    assert r.stderr == f"breakglass: error: request {'0' * 32} is not pending (host is DORMANT)\n"
+    assert r.stderr == (
+        f"breakglass: error: request {'0' * 32} is not pending (host is DORMANT)\n"
+        "hint: `breakglass host status` shows the pending request, if any\n"
+    )
     r = hostkit.run("host", "status", "--root", str(image.root / "nope"))
     assert r.returncode == 2 and "is not a breakglass host" in r.stderr
     assert not (image.root / "nope").exists()
     (image.root / "var/lib/breakglass/state.json").write_text("{not json")
     r = hostkit.run("host", "status", "--root", root)
-    assert r.returncode == 2 and r.stderr == "breakglass: error: the host state file is malformed\n"
+    state = image.root / "var/lib/breakglass/state.json"
+    assert r.returncode == 2 and r.stderr == (
+        f"breakglass: error: {state}: the host state file is malformed\n"
+        f"hint: move it aside (mv {state} {state}.bad) and run `breakglass host tick`\n"
+    )
     # authorized-keys never fails sshd's lookup loudly: bad state means no key
     k = hostkit.run("host", "authorized-keys", "--root", root, "breakglass")
     assert k.stdout == ""

@@ -26,9 +26,10 @@ def result(steps: tuple[Step, ...] = STEPS) -> DrillResult:
         image="example",
         started_at="2026-11-29T19:00:00Z",
         steps=steps,
-        time_to_access_seconds=3.6,
-        time_to_revoke_seconds=None,
+        time_to_access_seconds={"agent-backup": 3.6, "ssh-emergency": 0.634},
+        time_to_revoke_seconds={"agent-backup": 0.51},
         audit_head="sha256:" + "ab" * 32,
+        scopes=("agent-backup", "ssh-emergency"),
         holders=(Holder("alice", "2026-11-28T10:00:00Z"), Holder("bob", None)),
         drift=({"scope": "agent-backup", "name": "deploy-token", "status": "in-sync"},),
     )
@@ -39,11 +40,22 @@ def test_three_files_carry_the_same_data(tmp_path: Path) -> None:
     doc = json.loads(paths["json"].read_text())
     assert doc["ok"] is False
     assert [s["name"] for s in doc["steps"]] == [s.name for s in STEPS]
-    assert doc["time_to_access_seconds"] == 3.6 and doc["time_to_revoke_seconds"] is None
+    # one headline value per scope; a scope the drill never revoked says so
+    assert doc["time_to_access_seconds"] == {"agent-backup": 3.6, "ssh-emergency": 0.634}
+    assert doc["time_to_revoke_seconds"] == {"agent-backup": 0.51}
+    assert doc["scopes"] == ["agent-backup", "ssh-emergency"]
     md = paths["md"].read_text()
+    assert (
+        "- Time from outage to access: **3.60 s** (agent-backup), **0.63 s** (ssh-emergency)" in md
+    )
+    assert (
+        "- Time from expiry to revoked access: **0.51 s** (agent-backup), **not reached** (ssh-emergency)"
+        in md
+    )
     assert "**FAILED**" in md and "| 5 | expiry | FAIL |" in md and "bob: **not checked in**" in md
     page = paths["html"].read_text()
-    assert "sha256:" + "ab" * 32 in page and "3.60 s" in page
+    assert "sha256:" + "ab" * 32 in page and "<b>3.60 s</b><small>agent-backup</small>" in page
+    assert "<b>0.63 s</b><small>ssh-emergency</small>" in page
     assert "&lt;after&gt;" in page  # details are escaped
     assert not re.search(r"""(src|href)=["']?(https?:|//)""", page)  # no external assets
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def approve_cmd(
     if not yes:
         for label, value in summary(parsed):
             click.echo(f"{label:>15}: {value}", err=True)
-        click.confirm(f"approve as {approver}?", abort=True, err=True)
+        _confirm(approver)
     approval = approve(
         parsed, approver=approver, identity=identity, signing_key=signing_key, now=now
     )
@@ -61,6 +62,22 @@ def approve_cmd(
                                "file": str(out) if out else None}, sort_keys=True))  # fmt: skip
     else:
         click.echo(approval.armored())
+
+
+def _confirm(approver: str) -> None:
+    """Ask for a yes; no answer at all (no terminal, stdin closed) is an error that names --yes."""
+    from builder.errors import InputError
+
+    click.echo(f"approve as {approver}? [y/N]: ", nl=False, err=True)
+    answer = sys.stdin.readline()
+    if not answer:
+        click.echo(err=True)
+        raise InputError(
+            "no answer to the confirmation (no terminal?)",
+            hint="read the request above; to approve it without a prompt, rerun with --yes",
+        )
+    if answer.strip().lower() not in ("y", "yes"):
+        raise click.exceptions.Abort()
 
 
 def _check_published_image(wanted: str, image_dir: Path, allowed_signers: Path | None) -> None:

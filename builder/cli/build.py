@@ -115,13 +115,17 @@ def seal(spec: Path, rotate: bool, as_json: bool) -> None:
     type=click.Path(path_type=Path, file_okay=False),
     default=Path("dist"),
     show_default=True,
+    help="Output directory; the image goes to OUT/NAME/VERSION/.",
 )
 @click.option(
     "--sign-key",
     type=click.Path(path_type=Path, dir_okay=False),
     help="OpenSSH private key (or .pub with the key in ssh-agent).",
 )
-@click.option("--backend", type=click.Choice(["oci", "packer"]), default="oci", show_default=True)
+@click.option(
+    "--backend", type=click.Choice(["oci", "packer"]), default="oci", show_default=True,
+    help="oci: an OCI image layout; packer: VM/cloud images through Packer.",
+)  # fmt: skip
 @click.option("--tar", "with_tar", is_flag=True, help="Also write the layout as oci.tar.")
 @click.option("--dry-run", is_flag=True, help="Print the payload plan; write nothing.")
 @JSON
@@ -185,7 +189,10 @@ def _show_packer_progress(event: Any) -> None:
 
 @click.command()
 @click.argument("image_dir", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--allowed-signers", required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--allowed-signers", required=True, type=click.Path(path_type=Path, dir_okay=False),
+    help="OpenSSH allowed-signers file naming the trusted release keys.",
+)  # fmt: skip
 @JSON
 def verify(image_dir: Path, allowed_signers: Path, as_json: bool) -> None:
     """Check an image's signature, every blob and payload digest, the bundle and the policy."""
@@ -208,15 +215,22 @@ def verify(image_dir: Path, allowed_signers: Path, as_json: bool) -> None:
 
 @click.command()
 @SPEC
-@click.option("--major", "part", flag_value="major")
-@click.option("--minor", "part", flag_value="minor")
-@click.option("--patch", "part", flag_value="patch", default=True)
+@click.option("--major", is_flag=True, help="Raise MAJOR; MINOR and PATCH become 0.")
+@click.option("--minor", is_flag=True, help="Raise MINOR; PATCH becomes 0.")
+@click.option("--patch", is_flag=True, help="Raise PATCH (the default).")
 @JSON
-def bump(spec: Path, part: str, as_json: bool) -> None:
+def bump(spec: Path, major: bool, minor: bool, patch: bool, as_json: bool) -> None:
     """Raise the spec's version (patch by default), keeping every other byte."""
     from builder.bump import bump as do_bump
 
-    old, new = do_bump(spec, part)
+    chosen = [name for name, on in (("major", major), ("minor", minor), ("patch", patch)) if on]
+    if len(chosen) > 1:
+        # click's shared flag_value lets the last flag win silently; a release must not guess
+        raise InputError(
+            f"--{' and --'.join(chosen)} conflict: give at most one",
+            hint="--major for breaking changes, --minor for features, --patch (default) for fixes",
+        )
+    old, new = do_bump(spec, chosen[0] if chosen else "patch")
     emit(as_json, {"spec": str(spec), "old": old, "new": new}, f"{spec}: {old} -> {new}")
 
 

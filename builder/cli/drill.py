@@ -137,7 +137,7 @@ def drill_run(
 ) -> None:
     """Rehearse break-glass for SPEC end to end on loopback; exit 1 naming the failed step."""
     from builder import duration
-    from builder.drill.report import write_report
+    from builder.drill.report import figures, write_report
     from builder.drill.scenario import Drill
     from builder.errors import CheckFailed, InputError
 
@@ -162,10 +162,10 @@ def drill_run(
     lines = [
         f"{'ok  ' if s.ok else 'FAIL'} {s.ended - s.started:7.2f}s  {s.name}" for s in result.steps
     ]
-    if result.time_to_access_seconds is not None:
-        lines.append(f"time from outage to access: {result.time_to_access_seconds:.2f}s")
-    if result.time_to_revoke_seconds is not None:
-        lines.append(f"time from expiry to revoked access: {result.time_to_revoke_seconds:.2f}s")
+    for scope, value in figures(result, result.time_to_access_seconds):
+        lines.append(f"time from outage to access [{scope}]: {value}")
+    for scope, value in figures(result, result.time_to_revoke_seconds):
+        lines.append(f"time from expiry to revoked access [{scope}]: {value}")
     if result.audit_head:
         lines.append(f"audit head: {result.audit_head}")
     _emit(result.to_dict(), lines, as_json)

@@ -150,4 +150,7 @@ def audit_show_cmd(root: Path, as_json: bool) -> None:
 
 def register(cli: click.Group) -> None:
     """Add this module's commands to the top-level group."""
+    from builder.cli import host_install
+
+    host_install.register(host)
     cli.add_command(host)

@@ -2,9 +2,10 @@
 
 All three carry the same data: each step with pass/fail, its start and end
 offsets and what happened, the headline figures (time from outage to access,
-time from expiry to revoked access), the audit head hash, and which share
-holders have checked in. The HTML has inline CSS and an inline SVG timeline
-(``id="timeline"``), no external assets, so it can be archived and mailed.
+time from expiry to revoked access, one value per scope the drill opened),
+the audit head hash, and which share holders have checked in. The HTML has
+inline CSS and an inline SVG timeline (``id="timeline"``), no external
+assets, so it can be archived and mailed.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from builder.fsio import write_atomic
 
-FORMAT = "breakglass-drill-report/1"
+FORMAT = "breakglass-drill-report/2"  # /2: headline figures per scope
 
 
 @dataclass(frozen=True)
@@ -57,9 +58,11 @@ class DrillResult:
     image: str
     started_at: str
     steps: tuple[Step, ...]
-    time_to_access_seconds: float | None
-    time_to_revoke_seconds: float | None
+    # per scope, in the order the drill opened them; a scope it never reached has no entry
+    time_to_access_seconds: dict[str, float]
+    time_to_revoke_seconds: dict[str, float]
     audit_head: str | None
+    scopes: tuple[str, ...] = ()
     holders: tuple[Holder, ...] = ()
     drift: tuple[dict[str, Any], ...] = field(default=())
 
@@ -78,8 +81,9 @@ class DrillResult:
             "started_at": self.started_at,
             "ok": self.ok,
             "steps": [s.to_dict() for s in self.steps],
-            "time_to_access_seconds": _round(self.time_to_access_seconds),
-            "time_to_revoke_seconds": _round(self.time_to_revoke_seconds),
+            "scopes": list(self.scopes),
+            "time_to_access_seconds": _per_scope(self.time_to_access_seconds),
+            "time_to_revoke_seconds": _per_scope(self.time_to_revoke_seconds),
             "audit_head": self.audit_head,
             "holders": [h.to_dict() for h in self.holders],
             "drift": list(self.drift),
@@ -101,12 +105,23 @@ def write_report(result: DrillResult, directory: Path) -> dict[str, Path]:
     return paths
 
 
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
+def _per_scope(values: dict[str, float]) -> dict[str, float]:
+    return {scope: round(value, 3) for scope, value in values.items()}
 
 
 def _seconds(value: float | None) -> str:
     return "not reached" if value is None else f"{value:.2f} s"
+
+
+def figures(result: DrillResult, values: dict[str, float]) -> list[tuple[str, str]]:
+    """(scope, shown value) for every scope the drill meant to open, reached or not."""
+    scopes = list(result.scopes) + [s for s in values if s not in result.scopes]
+    return [(scope, _seconds(values.get(scope))) for scope in scopes]
+
+
+def _md_figure(result: DrillResult, values: dict[str, float]) -> str:
+    shown = figures(result, values)
+    return ", ".join(f"**{v}** ({scope})" for scope, v in shown) or "**not reached**"
 
 
 def markdown(result: DrillResult) -> str:
@@ -116,8 +131,8 @@ def markdown(result: DrillResult) -> str:
         "",
         f"**{verdict}** — started {result.started_at}",
         "",
-        f"- Time from outage to access: **{_seconds(result.time_to_access_seconds)}**",
-        f"- Time from expiry to revoked access: **{_seconds(result.time_to_revoke_seconds)}**",
+        f"- Time from outage to access: {_md_figure(result, result.time_to_access_seconds)}",
+        f"- Time from expiry to revoked access: {_md_figure(result, result.time_to_revoke_seconds)}",
         f"- Audit head: `{result.audit_head or 'none'}`",
         "",
         "## Steps",
@@ -152,7 +167,7 @@ h1{font-size:1.6rem;margin:0 0 .4rem}
 .pass{background:#1f7a3a}.fail{background:#b3261e}
 .figures{display:flex;gap:1rem;margin:1rem 0}
 .figure{border:1px solid #d0d7de;border-radius:6px;padding:.6rem 1rem;min-width:14rem}
-.figure b{display:block;font-size:1.5rem}
+.figure b{display:block;font-size:1.5rem}.figure small{display:block;color:#57606a}
 table{border-collapse:collapse;width:100%;margin:.5rem 0 1.5rem}
 th,td{border-bottom:1px solid #d0d7de;padding:.35rem .5rem;text-align:left;font-size:.9rem;vertical-align:top}
 td.ok{color:#1f7a3a;font-weight:700}td.bad{color:#b3261e;font-weight:700}
@@ -210,6 +225,13 @@ def _ticks(end: float) -> list[float]:
     return [i * step for i in range(n + 1) if i * step <= end * 1.05]
 
 
+def _html_figure(result: DrillResult, values: dict[str, float]) -> str:
+    shown = figures(result, values) or [("", "not reached")]
+    return "".join(
+        f"<b>{html.escape(v)}</b><small>{html.escape(scope)}</small>" for scope, v in shown
+    )
+
+
 def html_page(result: DrillResult) -> str:
     e = html.escape
     verdict = "PASSED" if result.ok else "FAILED"
@@ -241,8 +263,8 @@ def html_page(result: DrillResult) -> str:
 <h1>Break-glass drill: {e(result.image)}</h1>
 <p><span class="verdict {"pass" if result.ok else "fail"}">{verdict}</span> started {e(result.started_at)}</p>
 <div class="figures">
-<div class="figure">Time from outage to access<b>{_seconds(result.time_to_access_seconds)}</b></div>
-<div class="figure">Time from expiry to revoked access<b>{_seconds(result.time_to_revoke_seconds)}</b></div>
+<div class="figure">Time from outage to access{_html_figure(result, result.time_to_access_seconds)}</div>
+<div class="figure">Time from expiry to revoked access{_html_figure(result, result.time_to_revoke_seconds)}</div>
 </div>
 <p>Audit head: <code>{e(result.audit_head or "none")}</code></p>
 <h2>Timeline</h2>

@@ -90,8 +90,12 @@ class Drill:
         self.log: list[str] = []
         self.secrets: list[bytes] = []  # drill plaintexts seen while active: the leak canary
         self.t_outage: float | None = None
-        self.time_to_access: float | None = None
-        self.time_to_revoke: float | None = None
+        # per scope: from the outage, or for a scope opened after another (one window at a
+        # time) from the start of its own request, to the first use of its credentials
+        self.access_from: dict[str, float] = {}
+        self.time_to_access: dict[str, float] = {}
+        self.time_to_revoke: dict[str, float] = {}
+        self.windows: list[str] = []
         self.audit_head: str | None = None
         self.drift: tuple[dict[str, Any], ...] = ()
 
@@ -184,6 +188,7 @@ class Drill:
             time_to_access_seconds=self.time_to_access,
             time_to_revoke_seconds=self.time_to_revoke,
             audit_head=self.audit_head,
+            scopes=tuple(self.windows),
             holders=self._holders(),
             drift=self.drift,
         )
@@ -257,11 +262,15 @@ class Drill:
                 raise StepFailed(f"agent still succeeded with the identity provider down: {line}")
             notes.append(line)
         windows = [self.agent.scope] + [s.name for s in self.scopes if s.name != self.agent.scope]
+        self.windows = windows
         for n, scope in enumerate(windows):
+            self.access_from[scope] = (
+                self.t_outage if n == 0 and self.t_outage is not None else self.clock.now()
+            )
             suffix = f" [{scope}]" if len(windows) > 1 else ""
             expires = self._open(scope, suffix)
-            self._use(scope, suffix, expires, first=n == 0)
-            self._expire(scope, suffix, expires, first=n == 0)
+            self._use(scope, suffix, expires)
+            self._expire(scope, suffix, expires)
         self._audit()
 
     def _approvers(self) -> list[str]:
@@ -316,7 +325,7 @@ class Drill:
                 self.secrets.append(path.read_bytes().strip())
         return self.clock.now() + (expires_at.timestamp() - time.time())
 
-    def _use(self, scope: str, suffix: str, expires: float, *, first: bool) -> None:
+    def _use(self, scope: str, suffix: str, expires: float) -> None:
         with self._step(f"4. break-glass access{suffix}") as notes:
             if scope == self.agent.scope:
                 ok, line = self._agent()
@@ -324,8 +333,6 @@ class Drill:
                     raise StepFailed(
                         f"agent failed on the break-glass route: {line}{_late(expires, self.clock.now())}"
                     )
-                if first and self.t_outage is not None:
-                    self.time_to_access = self.clock.now() - self.t_outage
                 notes.append(line)
             for s in self.scopes:
                 if s.name == scope and s.emergency_user:
@@ -335,6 +342,8 @@ class Drill:
                     if not login.ok:
                         raise StepFailed(login.detail + _late(expires, self.clock.now()))
                     notes.append(login.detail)
+            # every access path of the scope works now
+            self.time_to_access[scope] = self.clock.now() - self.access_from[scope]
 
     def _keep_key(self, scope: str) -> Path:
         # A copy of the key, to prove after expiry that the server refuses it, not that it is gone.
@@ -358,7 +367,7 @@ class Drill:
         self.sshd.set_env(self.host_env)
         notes.append(f"UNSAFE: host clock frozen at {moment}")
 
-    def _expire(self, scope: str, suffix: str, expires: float, *, first: bool) -> None:
+    def _expire(self, scope: str, suffix: str, expires: float) -> None:
         with self._step(f"5. expiry: access revoked, no plaintext{suffix}") as notes:
             time.sleep(max(0.0, expires - self.clock.now()))
             deadline = expires + REVOKE_GRACE_SECONDS
@@ -379,8 +388,7 @@ class Drill:
                         f"{len(left)} plaintext file(s) remain"
                     )
                 time.sleep(TICK_INTERVAL_SECONDS)
-            if first:
-                self.time_to_revoke = revoked_at - expires
+            self.time_to_revoke[scope] = revoked_at - expires
             if state.get("state") != "DORMANT":
                 raise StepFailed(f"host is {state.get('state')} after expiry, not DORMANT")
             left = _plaintext(self.root)

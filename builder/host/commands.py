@@ -76,12 +76,17 @@ def run_request(
         "not_after": request.to_dict()["not_after"],
         "armored": request.armored(),
     }
-    note = f"request {request.id} written to {out or stored}; needs approvals"
+    # the id on a line of its own: it is what `host unseal` takes, and the armored line is long
+    note = (
+        f"request id: {request.id}\n"
+        f"written to {out or stored}; send it to the approvers, then run: "
+        f"breakglass host unseal {request.id} APPROVAL..."
+    )
     return doc, request.armored(), note
 
 
 def run_unseal(root: Path, request_id: str, approvals: list[str]) -> Output:
-    from builder.host.unseal import unseal
+    from builder.host.unseal import progress, unseal
     from builder.request import format_time
 
     result = unseal(root, now(root), request_id, approvals)
@@ -94,7 +99,7 @@ def run_unseal(root: Path, request_id: str, approvals: list[str]) -> Output:
     if result.phase == "ACTIVE":
         text = f"ACTIVE: scope {result.scope} open until {expires}"
     else:
-        text = f"PENDING: {len(result.approvals)} of {result.needed} approvals ({', '.join(result.approvals)})"
+        text = f"PENDING: {progress(result.approvals, result.needed)}"
     return doc, text
 
 

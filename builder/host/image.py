@@ -94,7 +94,10 @@ def load_image(layout: Layout) -> HostImage:
         raw = layout.manifest.read_bytes()
     except OSError as e:
         raise InputError(
-            f"cannot read the image manifest ({e.strerror})", where=str(layout.manifest)
+            f"cannot read the image manifest ({e.strerror})",
+            where=str(layout.manifest),
+            hint="--root must be the root of an installed image; on a dev machine make one with "
+            "`breakglass host install dist/NAME/VERSION --root DIR`",
         ) from None
     try:
         doc = json.loads(raw)

@@ -35,8 +35,8 @@ def require_image(root: Path) -> None:
 
         raise InputError(
             f"{root} is not a breakglass host: it has no {MANIFEST}",
-            hint="pass --root DIR for an unpacked image, or unpack one there "
-            "(umoci unpack --image dist/NAME/VERSION/oci:VERSION DIR, then use DIR/rootfs)",
+            hint="pass --root DIR for an installed image; on a dev machine make one with "
+            "`breakglass host install dist/NAME/VERSION --root DIR`",
         )
 
 

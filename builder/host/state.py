@@ -162,11 +162,16 @@ def load(root: Path) -> HostState:
     except OSError:
         raise InputError("the host state file is unreadable (a link or not a file)") from None
 
+    path = _state_path(root)
+    # the state is not trusted by itself: moving it aside makes the host DORMANT, and the
+    # next command wipes any plaintext it finds (crash recovery), so that is the safe way out
+    hint = f"move it aside (mv {path} {path}.bad) and run `breakglass host tick`"
     try:
-        doc = json.loads(raw)
+        return HostState.from_dict(json.loads(raw))
     except ValueError:
-        raise InputError("the host state file is malformed") from None
-    return HostState.from_dict(doc)
+        raise InputError("the host state file is malformed", where=str(path), hint=hint) from None
+    except InputError as e:
+        raise InputError(e.message, where=str(path), hint=hint) from None
 
 
 def save(root: Path, state: HostState) -> None:

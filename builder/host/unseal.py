@@ -101,7 +101,12 @@ def unseal(root: Path, now: datetime, request_id: str, sources: list[str]) -> Un
         if current.phase != PENDING or p is None or p.request_id != request_id:
             audit.append(layout, now, "approval-refused", request_id=request_id,
                          details={"reason": f"request is not pending (host is {current.phase})"})  # fmt: skip
-            raise StateError(f"request {request_id[:64]} is not pending (host is {current.phase})")
+            raise StateError(
+                f"request {request_id[:64]} is not pending (host is {current.phase})",
+                hint="`breakglass host status` shows the pending request, if any"
+                if current.phase != ACTIVE
+                else "the window is already open; `breakglass host status` shows it",
+            )
         image = load_image(layout)
         request = UnsealRequest.from_dict(_json(layout.request_file(request_id)))
         identity = agecrypt.load_identities(layout.ephemeral_identity(request_id))
@@ -144,6 +149,13 @@ def unseal(root: Path, now: datetime, request_id: str, sources: list[str]) -> Un
                          details={"approver": approval.approver, "approval_digest": approval.digest,
                                   "count": len(p.approvals), "needed": p.needed})  # fmt: skip
         if not quorum.met(request.group_threshold, request.groups, set(accepted)):
+            if refused and p.approvals:
+                # what was kept counts: say so, or a partial success reads as a plain failure
+                raise CheckFailed(
+                    f"approval refused: {refused[0]}; {progress(p.approvals, p.needed)}",
+                    hint=f"an approval that was accepted stays; add the rest with "
+                    f"`breakglass host unseal {request_id} APPROVAL...`",
+                )
             if refused:
                 raise CheckFailed(f"approval refused: {refused[0]}")
             return UnsealResult(PENDING, request_id, p.scope, p.approvals, p.needed, None, ())
@@ -161,6 +173,13 @@ def store_approval(layout: Layout, request_id: str, approval: Approval) -> None:
     directory = layout.approvals_dir(request_id)
     safepath.ensure_dir(directory, 0o700, top=layout.state_dir, root=layout.root)
     safepath.write_file(directory / f"{approval.approver}.json", approval.canonical(), 0o644)
+
+
+def progress(approvals: tuple[str, ...], needed: int) -> str:
+    """``accepted 1 approval (alice); 1 more needed``: what counts so far and what is missing."""
+    names = f" ({', '.join(approvals)})" if approvals else ""
+    have = f"accepted {len(approvals)} approval{'' if len(approvals) == 1 else 's'}{names}"
+    return f"{have}; {max(needed - len(approvals), 0)} more needed"
 
 
 def _json(path: Path) -> object:
