@@ -170,7 +170,7 @@ def plan(
         "source_date_epoch": epoch,
         "spec_digest": canonical.digest(spec.path.read_bytes()),
         "templates_digest": _tree_digest(spec.templates_dir),
-        "base": None if base is None else {"layout": base.name, "tag": base_tag},
+        "base": _base_provenance(spec, base, base_tag, backend),
         "artifacts": list(artifacts),
     }
     manifest = canonical.dumps(compose(spec, bundle, tuple(files), provenance))
@@ -271,6 +271,21 @@ def _base_files(base: Path, tag: str | None, wanted: set[str]) -> dict[str, byte
             if path in wanted and entry.type == "file":
                 found[path] = entry.data
     return found
+
+
+def _base_provenance(
+    spec: ImageSpec, base: Path | None, tag: str | None, backend: str
+) -> dict[str, Any] | None:
+    """What the image was built on: the OCI base, or the recipe of a Packer build's base disk."""
+    if base is not None:
+        return {"layout": base.name, "tag": tag}
+    disk_dir = (spec.packer or {}).get("base_disk") if backend == "packer" else None
+    if not disk_dir:
+        return None
+    from builder.disk import load_disk
+
+    recipe = load_disk(spec.path.parent / str(disk_dir)).recipe
+    return {"disk": {k: v for k, v in sorted(recipe.items()) if k != "format"}}
 
 
 def _base(spec: ImageSpec) -> tuple[Path | None, str | None]:
