@@ -23,7 +23,7 @@ import pytest
 from builder.disk import BaseDisk, _digest_file, debian_disk
 from tests.conftest import require_root, require_tool, run_cli
 from tests.e2e_helpers import EMERGENCY_USER, copy_demo_keys, copy_example
-from tests.vm_helpers import BootedVM, boot, operator_key
+from tests.vm_helpers import SSH_OPTS, BootedVM, boot, operator_key
 
 pytestmark = pytest.mark.e2e
 
@@ -259,8 +259,8 @@ def test_quorum_opens_login_expiry_closes_it_and_a_reboot_comes_back_dormant(
     while _root(vm, "find", "/run/breakglass", "-type", "f").strip():
         assert time.monotonic() < deadline, "the expiry timer did not reseal within 60 s"
         time.sleep(2)
-    events = json.loads(_root(vm, BG, "host", "audit", "show", "--json"))
-    assert events[-1]["event"] == "expired"
+    kinds = [e["event"] for e in json.loads(_root(vm, BG, "host", "audit", "show", "--json"))]
+    assert kinds[kinds.index("activated") :].count("expired") == 1, kinds
 
     # window 2, left open across a reboot: /run is emptied, the host comes back DORMANT
     rid, request = _request(vm, tmp_path, "10m")
@@ -280,3 +280,49 @@ def test_quorum_opens_login_expiry_closes_it_and_a_reboot_comes_back_dormant(
     last_activated = len(kinds) - 1 - kinds[::-1].index("activated")
     # the first command after the reboot found ACTIVE without its plaintext and resealed
     assert "recovered" in kinds[last_activated + 1 :], kinds
+
+
+def test_exact_expiry_without_the_tick_refuses_and_closes_an_open_session(
+    vm_build: VmBuild, vm: BootedVM, tmp_path: Path
+) -> None:
+    """The transient timer armed at activation reseals at expires_at: with the periodic tick
+    stopped, a login 1 s after expires_at is refused and a session left open is closed."""
+    _root(vm, "systemctl", "stop", "breakglass-expire.timer")
+    session: subprocess.Popen[bytes] | None = None
+    try:
+        rid, request = _request(vm, tmp_path, "75s")
+        approvals = _approve(vm, request, vm_build.keys, ("alice", "carol"))
+        opened = _host(vm, "unseal", rid, *approvals)
+        assert opened["state"] == "ACTIVE"
+        events = json.loads(_root(vm, BG, "host", "audit", "show", "--json"))
+        scheduled = [e for e in events if e["event"] == "expiry-scheduled"][-1]
+        assert scheduled["request_id"] == rid and "timer" in scheduled["details"], scheduled
+        key = tmp_path / "id_emergency"
+        key.write_text(_root(vm, "cat", KEY_IN_VM))
+        key.chmod(0o600)
+        session = subprocess.Popen(
+            ["ssh", *SSH_OPTS, "-i", str(key), "-p", str(vm.port),
+             f"{EMERGENCY_USER}@127.0.0.1", "sleep 600"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while vm.ssh("pgrep", "-u", EMERGENCY_USER, "-x", "sleep").returncode != 0:
+            assert session.poll() is None and time.monotonic() < deadline, "no session opened"
+            time.sleep(1)
+        expires = dt.datetime.strptime(opened["expires_at"], "%Y-%m-%dT%H:%M:%SZ")
+        expires_host = expires.replace(tzinfo=dt.UTC).timestamp() - _guest_offset(vm)
+        assert time.time() < expires_host, "the window closed before the session was up"
+        session.wait(timeout=max(0.0, expires_host - time.time()) + 60)
+        closed_after = time.time() - expires_host
+        refused = _login(vm, key)
+        assert _denied(refused), refused.stderr
+        print(f"open session closed {closed_after:.2f} s after expires_at")
+        assert closed_after < 2.0, f"session closed {closed_after:.2f} s after expires_at"
+        events = json.loads(_root(vm, BG, "host", "audit", "show", "--json"))
+        ended = [e for e in events if e["event"] == "sessions-ended"][-1]
+        assert ended["request_id"] == rid and ended["details"]["user"] == EMERGENCY_USER
+        assert "expired" in [e["event"] for e in events if e["request_id"] == rid]
+    finally:
+        if session is not None and session.poll() is None:
+            session.kill()
+        vm.ssh("systemctl", "start", "breakglass-expire.timer")

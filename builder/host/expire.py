@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import StateError
-from builder.host import audit, state, wipe
+from builder.host import audit, sessions, state, wipe
 from builder.host.layout import Layout, crash_point
 from builder.host.state import ACTIVE, PENDING, HostState
 
@@ -49,6 +49,7 @@ def reseal(
     crash_point("reseal-after-state")
     wipe.wipe_all(layout, crash_name="reseal-mid-wipe")
     crash_point("reseal-after-wipe")
+    sessions.end_for(layout, now, current)
     if audit_error is not None:
         raise audit_error
     return new
