@@ -38,6 +38,11 @@ from builder.spec import ImageSpec
 MANIFEST_NAME = "breakglass-manifest.json"
 SIGNATURE_NAME = "breakglass-manifest.json.sig"
 RUNTIME_DIRS = {RUNTIME_DIR: 0o700, STATE_DIR: 0o700}
+TIMER_WANTS_PATH = f"{SYSTEMD_DIR}/timers.target.d/50-breakglass.conf"
+TIMER_WANTS = b"""# breakglass: start the expiry timer at boot (what `systemctl enable` would link).
+[Unit]
+Wants=breakglass-expire.timer
+"""
 
 
 @dataclass(frozen=True)
@@ -138,7 +143,9 @@ def plan(
         "expire_service": (f"{SYSTEMD_DIR}/breakglass-expire.service", 0o644),
         "expire_timer": (f"{SYSTEMD_DIR}/breakglass-expire.timer", 0o644),
     }
-    files = [PayloadFile(BUNDLE_PATH, bundle_bytes)]
+    # Enables the expiry timer with a plain file: an OCI layer (and a chroot) gets no
+    # `systemctl enable` symlink, and systemd reads Wants= from a drop-in just the same.
+    files = [PayloadFile(BUNDLE_PATH, bundle_bytes), PayloadFile(TIMER_WANTS_PATH, TIMER_WANTS)]
     for key, data in rendered.items():
         path, mode = system.get(key, (key, 0o644))
         files.append(PayloadFile(path, data, mode))

@@ -3,7 +3,7 @@
 the VM (tests/test_e2e_vm.py).
 
 Commands run inside through ``nsenter`` into the container's namespaces, found by its init
-(the process whose root is the rootfs and whose pid in its namespace is 1): with
+(the child of systemd-nspawn that is pid 1 in its own pid namespace): with
 ``--register=no`` there is no machined to ask.
 """
 
@@ -53,21 +53,18 @@ def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return bundle / "rootfs"
 
 
-def _container_init(rootfs: Path) -> int | None:
-    want = str(rootfs.resolve())
+def _container_init(nspawn: int) -> int | None:
+    """The child of ``nspawn`` that is pid 1 in its own pid namespace: the container's systemd."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if os.readlink(entry / "root") != want:
-                continue
             status = (entry / "status").read_text()
         except OSError:
             continue
-        nspid = next(
-            (line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:")), []
-        )
-        if len(nspid) > 1 and nspid[-1] == "1":
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        nspid = fields.get("NSpid", "").split()
+        if fields.get("PPid", "").strip() == str(nspawn) and len(nspid) > 1 and nspid[-1] == "1":
             return int(entry.name)
     return None
 
@@ -91,7 +88,7 @@ def nspawn_boot(rootfs: Path, log: Path) -> Iterator[int]:
                 assert proc.poll() is None, f"systemd-nspawn exited: {log.read_text()[-2000:]}"
                 assert time.monotonic() < deadline, "no container init after 120 s"
                 time.sleep(0.5)
-                pid = _container_init(rootfs)
+                pid = _container_init(proc.pid)
             yield pid
         finally:
             proc.send_signal(signal.SIGTERM)  # nspawn asks the container's systemd to power off
