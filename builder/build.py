@@ -43,6 +43,10 @@ TIMER_WANTS = b"""# breakglass: start the expiry timer at boot (what `systemctl 
 [Unit]
 Wants=breakglass-expire.timer
 """
+# /run is a tmpfs a boot empties: systemd-tmpfiles makes the plaintext directory, private,
+# at every boot, before anything could write into it with a laxer mode.
+TMPFILES_PATH = "etc/tmpfiles.d/breakglass.conf"
+TMPFILES = b"d /run/breakglass 0700 root root -\n"
 
 
 @dataclass(frozen=True)
@@ -145,7 +149,11 @@ def plan(
     }
     # Enables the expiry timer with a plain file: an OCI layer (and a chroot) gets no
     # `systemctl enable` symlink, and systemd reads Wants= from a drop-in just the same.
-    files = [PayloadFile(BUNDLE_PATH, bundle_bytes), PayloadFile(TIMER_WANTS_PATH, TIMER_WANTS)]
+    files = [
+        PayloadFile(BUNDLE_PATH, bundle_bytes),
+        PayloadFile(TIMER_WANTS_PATH, TIMER_WANTS),
+        PayloadFile(TMPFILES_PATH, TMPFILES),
+    ]
     for key, data in rendered.items():
         path, mode = system.get(key, (key, 0o644))
         files.append(PayloadFile(path, data, mode))

@@ -126,6 +126,7 @@ def test_oci_image_boots_under_systemd_nspawn_dormant_with_its_units(
         assert status.returncode == 0, status.stderr
         assert json.loads(status.stdout)["state"] == "DORMANT"
         assert _inside(pid, "findmnt", "-n", "-o", "FSTYPE", "/run").stdout.strip() == "tmpfs"
+        assert _inside(pid, "stat", "-c", "%a %U", "/run/breakglass").stdout.strip() == "700 root"
         assert _inside(pid, "find", "/run/breakglass", "-type", "f").stdout.strip() == ""
         # first boot made this host's own SSH host keys; the image had none
         keys = _inside(pid, "sh", "-c", "ls /etc/ssh/ssh_host_*_key")
