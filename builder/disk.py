@@ -138,7 +138,7 @@ def load_disk(directory: Path) -> BaseDisk:
         raise InputError("disk recipe names the wrong files", where=str(path))
     for name, want in sorted(files.items()):
         try:
-            got = _digest_file(directory / name)
+            got = digest_file(directory / name)
         except OSError:
             raise CheckFailed(f"{directory / name}: missing from the disk directory") from None
         if got != want:
@@ -191,7 +191,7 @@ def _build_into_cache(
             "filesystem": "ext4 (mkfs.ext4 -d), whole disk, no partition table",
             "boot": "direct kernel boot: -kernel vmlinuz -initrd initrd.img -append CMDLINE",
             "ssh_host_keys": "none (made at first boot)",
-            "files": {n: _digest_file(built / n) for n in (DISK_NAME, KERNEL_NAME, INITRD_NAME)},
+            "files": {n: digest_file(built / n) for n in (DISK_NAME, KERNEL_NAME, INITRD_NAME)},
         }
         (built / RECIPE_NAME).write_bytes(dumps(recipe))
         try:
@@ -215,7 +215,7 @@ def _boot_files(rootfs: Path) -> tuple[Path, Path]:
     return kernels[0], initrd
 
 
-def _digest_file(path: Path) -> str:
+def digest_file(path: Path) -> str:
     """``sha256:<hex>`` of a file too large to read at once."""
     import hashlib
 

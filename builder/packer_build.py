@@ -130,7 +130,7 @@ def _with_base_disk(
 
 def _collect_disk(build: packer_qemu.QemuBuild, work_dir: Path) -> dict[str, str]:
     """Move the qcow2 Packer made into ``work_dir``; return its name, file, format and digest."""
-    from builder.disk import _digest_file
+    from builder.disk import digest_file
 
     if not build.output.is_file():
         raise CheckFailed(f"packer finished but left no disk for builder {build.name!r}")
@@ -141,7 +141,7 @@ def _collect_disk(build: packer_qemu.QemuBuild, work_dir: Path) -> dict[str, str
         "builder": build.name,
         "file": dest.name,
         "format": "qcow2",
-        "digest": _digest_file(dest),
+        "digest": digest_file(dest),
     }
 
 

@@ -128,7 +128,7 @@ def _verify_packer(image_dir: Path, manifest: Manifest, signer: str) -> Verified
 
 def _check_disk(image_dir: Path, disk: object) -> None:
     """A disk the signed manifest names must be beside it, inside the image dir, with its digest."""
-    from builder.disk import _digest_file
+    from builder.disk import digest_file
 
     if not isinstance(disk, dict) or not isinstance(disk.get("file"), str):
         raise CheckFailed("the signed manifest names a disk without a file")
@@ -138,7 +138,7 @@ def _check_disk(image_dir: Path, disk: object) -> None:
     path = image_dir / name
     if not path.is_file() or path.is_symlink():
         raise CheckFailed(f"{path}: disk named by the signed manifest is missing")
-    if _digest_file(path) != disk.get("digest"):
+    if digest_file(path) != disk.get("digest"):
         raise CheckFailed(f"{path}: disk differs from the digest in the signed manifest")
 
 

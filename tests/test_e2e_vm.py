@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from builder.disk import BaseDisk, _digest_file, debian_disk
+from builder.disk import BaseDisk, debian_disk, digest_file
 from tests.conftest import require_root, require_tool, run_cli
 from tests.e2e_helpers import EMERGENCY_USER, copy_demo_keys, copy_example
 from tests.vm_helpers import SSH_OPTS, BootedVM, boot, operator_key
@@ -106,7 +106,7 @@ def test_qemu_build_names_its_qcow2_and_base_disk_and_verifies(vm_build: VmBuild
     ]  # fmt: skip
     prov = vm_build.manifest["provenance"]
     (disk,) = prov["disks"]
-    assert disk["file"] == "vm.qcow2" and disk["digest"] == _digest_file(vm_build.qcow2)
+    assert disk["file"] == "vm.qcow2" and disk["digest"] == digest_file(vm_build.qcow2)
     assert vm_build.verify["image_digest"] == disk["digest"]
     # the recipe of the base disk the image was built on
     assert prov["base"]["disk"]["cache_key"] == vm_build.disk.cache_key
