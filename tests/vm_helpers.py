@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -71,7 +72,8 @@ class BootedVM:
     ) -> subprocess.CompletedProcess[str]:  # fmt: skip
         """Run ``command`` in the VM over SSH; never raises on a non-zero exit."""
         argv = [require_tool("ssh"), *SSH_OPTS, "-i", str(key or self.operator)]
-        argv += ["-p", str(self.port), f"{user}@127.0.0.1", *command]
+        # ssh hands the remote shell one string: quote each word so it arrives as it was
+        argv += ["-p", str(self.port), f"{user}@127.0.0.1", shlex.join(command)]
         return subprocess.run(
             argv,
             input=stdin.decode() if stdin is not None else None,
