@@ -297,6 +297,7 @@ def test_exact_expiry_without_the_tick_refuses_and_closes_an_open_session(
         events = json.loads(_root(vm, BG, "host", "audit", "show", "--json"))
         scheduled = [e for e in events if e["event"] == "expiry-scheduled"][-1]
         assert scheduled["request_id"] == rid and "timer" in scheduled["details"], scheduled
+        assert scheduled["details"]["ends_sessions_of"] == EMERGENCY_USER
         key = tmp_path / "id_emergency"
         key.write_text(_root(vm, "cat", KEY_IN_VM))
         key.chmod(0o600)

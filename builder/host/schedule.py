@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -22,10 +23,11 @@ from datetime import datetime
 from pathlib import Path
 
 from builder.errors import StateError
-from builder.host import audit
+from builder.host import audit, sessions
 from builder.host.layout import Layout
 
 UNIT_PREFIX = "breakglass-reseal-"
+_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 TICK = ("/usr/local/bin/breakglass", "host", "tick")
 
 
@@ -34,9 +36,15 @@ def unit_name(request_id: str) -> str:
     return f"{UNIT_PREFIX}{''.join(c for c in request_id if c.isalnum())[:16]}"
 
 
-def reseal_at(root: Path, request_id: str, expires_at: datetime) -> dict[str, str]:
+def reseal_at(
+    root: Path, request_id: str, expires_at: datetime, user: str | None = None
+) -> dict[str, str]:
     """Arm a one-shot timer that runs ``host tick`` at ``expires_at``; never raises.
 
+    With ``user`` (the scope's emergency account) the timer's service first kills
+    that user's processes (``pkill -KILL -u``, in C, before Python has started):
+    access ends at ``expires_at`` whatever the reseal that follows still has to do,
+    and the tick's own ``sessions-ended`` event then records what was left.
     Returns what was done, for the audit log: ``{"timer": UNIT, "in": "12.345s"}``
     or ``{"skipped": REASON}``.
     """
@@ -52,8 +60,12 @@ def reseal_at(root: Path, request_id: str, expires_at: datetime) -> dict[str, st
     argv = [
         systemd_run, "--quiet", f"--unit={unit}", "--collect",
         f"--on-active={delay:.3f}s", "--timer-property=AccuracySec=1ms",
-        "--property=Type=oneshot", *TICK,
+        "--property=Type=oneshot",
     ]  # fmt: skip
+    pkill = shutil.which("pkill")
+    if user is not None and pkill and _USER.fullmatch(user):
+        argv.append(f"--property=ExecStartPre=-{pkill} -KILL -u {user}")
+    argv += TICK
     try:
         proc = subprocess.run(
             argv, capture_output=True, text=True, timeout=15, check=False, env=_env()
@@ -63,7 +75,10 @@ def reseal_at(root: Path, request_id: str, expires_at: datetime) -> dict[str, st
     if proc.returncode != 0:
         said = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return {"skipped": f"systemd-run failed: {said[:200]}"}
-    return {"timer": f"{unit}.timer", "in": f"{delay:.3f}s"}
+    done = {"timer": f"{unit}.timer", "in": f"{delay:.3f}s"}
+    if any(a.startswith("--property=ExecStartPre=") for a in argv):
+        done["ends_sessions_of"] = str(user)
+    return done
 
 
 def arm(layout: Layout, now: datetime, request_id: str, scope: str, expires_at: datetime) -> None:
@@ -75,7 +90,8 @@ def arm(layout: Layout, now: datetime, request_id: str, scope: str, expires_at: 
     if layout.root.resolve() != Path("/"):
         return
     details = {"expires_at": expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-               **reseal_at(layout.root, request_id, expires_at)}  # fmt: skip
+               **reseal_at(layout.root, request_id, expires_at,
+                           sessions.emergency_user(layout, scope))}  # fmt: skip
     with contextlib.suppress(StateError):
         audit.append(layout, now, "expiry-scheduled", request_id=request_id, scope=scope,
                      details=details)  # fmt: skip
