@@ -19,6 +19,7 @@ declare -A want=(
   [debugfs]=e2fsprogs
   [mkfs.ext4]=e2fsprogs
   [systemd-nspawn]=systemd-container
+  [faketime]=faketime
 )
 missing=()
 for cmd in "${!want[@]}"; do

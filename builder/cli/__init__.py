@@ -10,7 +10,7 @@ import sys
 import click
 
 from builder import __version__
-from builder.cli import approve, base, build, drill, host
+from builder.cli import approve, base, build, drill, fleet, host
 from builder.errors import BreakglassError
 
 REPORT_URL = "https://github.com/breakglass-dev/breakglass/issues"
@@ -27,6 +27,7 @@ approve.register(cli)
 host.register(cli)
 drill.register(cli)
 base.register(cli)
+fleet.register(cli)
 
 
 def main() -> None:
