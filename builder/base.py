@@ -26,6 +26,9 @@ from builder.errors import CheckFailed, InputError, ToolMissing
 
 VARIANT = "minbase"
 PACKAGES = ("openssh-server", "python3", "sudo")
+# What makes the base boot on its own (a VM, or systemd-nspawn --boot): init, device
+# manager, a kernel with its initramfs.
+BOOT_PACKAGES = ("linux-image-amd64", "systemd-sysv", "udev")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 _SUITE = re.compile(r"^[a-z][a-z0-9-]*$")
 
@@ -71,17 +74,24 @@ def apt_mirror(suite: str, sources_dir: Path = Path("/etc/apt")) -> str:
     return DEFAULT_MIRROR
 
 
-def cache_key(suite: str, mirror: str) -> str:
+def packages(bootable: bool = False) -> tuple[str, ...]:
+    """What ``--include`` gets: the base's packages, plus init and a kernel when bootable."""
+    return (*PACKAGES, *BOOT_PACKAGES) if bootable else PACKAGES
+
+
+def cache_key(suite: str, mirror: str, bootable: bool = False) -> str:
     """Names one base: the same inputs find the same cache entry."""
-    inputs = {
+    inputs: dict[str, object] = {
         "suite": suite,
         "variant": VARIANT,
-        "packages": list(PACKAGES),
+        "packages": list(packages(bootable)),
         "mirror": mirror,
         "arch": platform.machine(),
         # bump when what is done to the rootfs after debootstrap changes
         "recipe": 2,
     }
+    if bootable:
+        inputs["boot_recipe"] = BOOT_RECIPE
     return f"debian-{suite}-{sha256_hex(dumps(inputs))[:16]}"
 
 
@@ -91,8 +101,13 @@ def debian_base(
     suite: str = "bookworm",
     mirror: str | None = None,
     on_line: Callable[[str], None] | None = None,
+    bootable: bool = False,
 ) -> BaseImage:
     """Put a Debian ``suite`` base OCI layout at ``out`` (replacing a layout there), from cache.
+
+    ``bootable`` adds systemd as init, udev and the Debian kernel with its
+    initramfs, and the few files a booted host needs (see ``_boot_setup``):
+    the base a VM disk (``builder.disk``) or ``systemd-nspawn --boot`` starts.
 
     Raises InputError for a bad suite or an ``out`` that holds something other
     than an OCI layout, ToolMissing without debootstrap or umoci, CheckFailed
@@ -104,17 +119,21 @@ def debian_base(
     if out.exists() and any(out.iterdir()) and not (out / "oci-layout").exists():
         raise InputError(f"output directory is not empty and not an OCI layout: {out}")
     mirror = mirror or apt_mirror(suite)
-    key = cache_key(suite, mirror)
+    key = cache_key(suite, mirror, bootable)
     entry = cache_root() / key
     cached = (entry / "oci-layout").exists()
     if not cached:
-        _build_into_cache(entry, suite, mirror, on_line)
+        _build_into_cache(entry, suite, mirror, on_line, bootable)
     _copy_layout(entry, out)
     return BaseImage(layout=out, tag=suite, cache_key=key, cached=cached)
 
 
 def _build_into_cache(
-    entry: Path, suite: str, mirror: str, on_line: Callable[[str], None] | None
+    entry: Path,
+    suite: str,
+    mirror: str,
+    on_line: Callable[[str], None] | None,
+    bootable: bool = False,
 ) -> None:
     debootstrap = _tool("debootstrap")
     umoci = _tool("umoci")
@@ -132,7 +151,7 @@ def _build_into_cache(
             [
                 debootstrap,
                 f"--variant={VARIANT}",
-                f"--include={','.join(PACKAGES)}",
+                f"--include={','.join(packages(bootable))}",
                 suite,
                 str(bundle / "rootfs"),
                 mirror,
@@ -140,6 +159,8 @@ def _build_into_cache(
             on_line,
         )
         _slim(bundle / "rootfs")
+        if bootable:
+            _boot_setup(bundle / "rootfs")
         _run([umoci, "repack", "--image", image, str(bundle)], on_line)
         _run([umoci, "gc", "--layout", str(layout)], on_line)
         try:
@@ -177,6 +198,49 @@ def _slim(rootfs: Path) -> None:
     dropin.write_text(HOST_KEYS_UNIT)
     for log in ("debootstrap/debootstrap.log",):
         (rootfs / log).unlink(missing_ok=True)
+
+
+# Bump when _boot_setup changes: it is part of the bootable base's cache key.
+BOOT_RECIPE = 1
+HOSTNAME = "breakglass"
+# DHCP on the first NIC, only under a hypervisor: a container sharing its host's network
+# (systemd-nspawn without --private-network) must never reconfigure the host's interfaces.
+NETWORK_PATH = "etc/systemd/network/80-breakglass-dhcp.network"
+NETWORK_UNIT = """# breakglass base: DHCP on the VM's NIC (QEMU user networking, cloud VPCs).
+[Match]
+Virtualization=vm
+Name=en* eth*
+
+[Network]
+DHCP=yes
+"""
+_ENABLED = {
+    "etc/systemd/system/multi-user.target.wants/systemd-networkd.service": (
+        "/lib/systemd/system/systemd-networkd.service"
+    ),
+    "etc/systemd/system/sockets.target.wants/systemd-networkd.socket": (
+        "/lib/systemd/system/systemd-networkd.socket"
+    ),
+}
+
+
+def _boot_setup(rootfs: Path) -> None:
+    """What a booted host needs that debootstrap leaves out: a hostname, networking, and
+    no machine id (an empty ``/etc/machine-id`` makes systemd create one per host at
+    first boot, like the SSH host keys)."""
+    (rootfs / "etc/hostname").write_text(f"{HOSTNAME}\n")
+    hosts = rootfs / "etc/hosts"
+    hosts.write_text(f"127.0.0.1\tlocalhost\n127.0.1.1\t{HOSTNAME}\n::1\tlocalhost\n")
+    network = rootfs / NETWORK_PATH
+    network.parent.mkdir(parents=True, exist_ok=True)
+    network.write_text(NETWORK_UNIT)
+    for link, target in _ENABLED.items():
+        path = rootfs / link
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        path.symlink_to(target)
+    (rootfs / "etc/machine-id").write_text("")
+    (rootfs / "var/lib/dbus/machine-id").unlink(missing_ok=True)
 
 
 def _copy_layout(entry: Path, out: Path) -> None:

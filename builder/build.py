@@ -45,6 +45,15 @@ if TYPE_CHECKING:
 MANIFEST_NAME = "breakglass-manifest.json"
 SIGNATURE_NAME = "breakglass-manifest.json.sig"
 RUNTIME_DIRS = {RUNTIME_DIR: 0o700, STATE_DIR: 0o700}
+TIMER_WANTS_PATH = f"{SYSTEMD_DIR}/timers.target.d/50-breakglass.conf"
+TIMER_WANTS = b"""# breakglass: start the expiry timer at boot (what `systemctl enable` would link).
+[Unit]
+Wants=breakglass-expire.timer
+"""
+# /run is a tmpfs a boot empties: systemd-tmpfiles makes the plaintext directory, private,
+# at every boot, before anything could write into it with a laxer mode.
+TMPFILES_PATH = "etc/tmpfiles.d/breakglass.conf"
+TMPFILES = b"d /run/breakglass 0700 root root -\n"
 
 
 @dataclass(frozen=True)
@@ -151,9 +160,13 @@ def plan(
         "expire_service": (f"{SYSTEMD_DIR}/breakglass-expire.service", 0o644),
         "expire_timer": (f"{SYSTEMD_DIR}/breakglass-expire.timer", 0o644),
     }
+    # Enables the expiry timer with a plain file: an OCI layer (and a chroot) gets no
+    # `systemctl enable` symlink, and systemd reads Wants= from a drop-in just the same.
     files = [
         PayloadFile(BUNDLE_PATH, bundle_bytes),
         PayloadFile(BUNDLE_JSON_PATH, canonical.dumps(bundle.to_dict())),
+        PayloadFile(TIMER_WANTS_PATH, TIMER_WANTS),
+        PayloadFile(TMPFILES_PATH, TMPFILES),
     ]
     for key, data in rendered.items():
         path, mode = system.get(key, (key, 0o644))
@@ -193,7 +206,7 @@ def plan(
         "source_date_epoch": epoch,
         "spec_digest": canonical.digest(spec.path.read_bytes()),
         "templates_digest": _tree_digest(spec.templates_dir),
-        "base": None if base is None else {"layout": base.name, "tag": base_tag},
+        "base": _base_provenance(spec, base, base_tag, backend),
         "artifacts": list(artifacts),
     }
     manifest = canonical.dumps(compose(spec, bundle, tuple(files), provenance, drill=drill))
@@ -379,6 +392,21 @@ def _base_files(image: LoadedImage, wanted: set[str]) -> dict[str, bytes]:
     for path, descriptor in zip(image.layer_files, image.layer_descriptors, strict=True):
         found.update(layer.read_files(path, wanted, name=descriptor["digest"]))
     return found
+
+
+def _base_provenance(
+    spec: ImageSpec, base: Path | None, tag: str | None, backend: str
+) -> dict[str, Any] | None:
+    """What the image was built on: the OCI base, or the recipe of a Packer build's base disk."""
+    if base is not None:
+        return {"layout": base.name, "tag": tag}
+    disk_dir = (spec.packer or {}).get("base_disk") if backend == "packer" else None
+    if not disk_dir:
+        return None
+    from builder.disk import load_disk
+
+    recipe = load_disk(spec.path.parent / str(disk_dir)).recipe
+    return {"disk": {k: v for k, v in sorted(recipe.items()) if k != "format"}}
 
 
 def _base(spec: ImageSpec) -> tuple[Path | None, str | None]:

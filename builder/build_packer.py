@@ -5,7 +5,9 @@ The payload inside the image carries the manifest as planned (its
 ``provenance.artifacts`` empty: the ids do not exist until the build is done);
 the signed manifest beside the build output is that manifest with the ids
 filled in, so a verifier can tie the signature to the AMIs, GCE images or
-qcow2 files Packer produced.
+qcow2 files Packer produced. A qemu build on a base disk also names each qcow2
+it put beside the manifest with its digest (``provenance.disks``), which
+``verify`` checks.
 """
 
 from __future__ import annotations
@@ -50,9 +52,19 @@ def build_packer(
             hint=f"machine images are not reproducible byte for byte; run `breakglass bump {spec.path}`",
         )
     with new_directory(image_dir) as staging:
-        result = build_with_packer(spec.packer, plan.files, plan.dirs, staging, on_event=on_event)
+        result = build_with_packer(
+            spec.packer,
+            plan.files,
+            plan.dirs,
+            staging,
+            on_event=on_event,
+            spec_dir=spec.path.parent,
+        )
         doc = json.loads(plan.manifest)
         doc["provenance"]["artifacts"] = result.artifact_ids
+        if result.disks:
+            # qemu builds: the qcow2 files beside the manifest, each named by its digest
+            doc["provenance"]["disks"] = result.disks
         manifest = canonical.dumps(doc)
         write_atomic(staging / MANIFEST_NAME, manifest)
         if sign_key is not None:

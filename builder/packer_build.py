@@ -18,16 +18,17 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import shlex
 import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builder import packer
+from builder import packer, packer_qemu
 from builder.deploy.stage import stage_payload
 from builder.errors import CheckFailed, InputError
 from builder.fsio import write_atomic
@@ -35,17 +36,19 @@ from builder.payload import PayloadFile
 
 TEMPLATE_NAME = "packer-template.json"
 MANIFEST_NAME = "packer-manifest.json"
-SECTION_KEYS = ("builders", "variables", "provision_target")
+SECTION_KEYS = ("builders", "variables", "provision_target", "base_disk")
 # Packer puts the build VM's SSH private key in this variable for the provisioner script.
 _KEY_ENV = "BREAKGLASS_SSH_KEY"
 
 
 @dataclass(frozen=True)
 class PackerResult:
-    """The artifact ids Packer's manifest post-processor recorded, and the template that ran."""
+    """The artifact ids Packer's manifest post-processor recorded, the template that ran, and
+    the disk files (qemu builds on a base disk) put beside them: name, file, format, digest."""
 
     artifact_ids: list[str]
     template: dict[str, Any]
+    disks: list[dict[str, str]] = field(default_factory=list)
 
 
 def build_with_packer(
@@ -55,8 +58,13 @@ def build_with_packer(
     work_dir: Path,
     *,
     on_event: Callable[[packer.PackerEvent], None] | None = None,
+    spec_dir: Path | None = None,
 ) -> PackerResult:
     """Build the user's Packer builders with the payload installed; return the artifact ids.
+
+    With ``base_disk`` (a path relative to ``spec_dir``), every ``qemu`` builder
+    boots that disk (see ``builder.packer_qemu``) and its qcow2 is put in
+    ``work_dir`` as ``NAME.qcow2``.
 
     Raises InputError for a bad ``packer:`` section or a template Packer
     rejects, ToolMissing without packer, CheckFailed when the build or its
@@ -69,19 +77,77 @@ def build_with_packer(
     try:
         staged = stage_payload(payload_files, dirs, scratch / "staged")
         manifest_path = scratch / MANIFEST_NAME
-        template = render_template(spec_packer, staged, manifest_path)
+        section, qemu_builds = _with_base_disk(spec_packer, spec_dir, scratch)
+        key = qemu_builds[0].key if qemu_builds else None
+        names = tuple(q.name for q in qemu_builds)
+        template = render_template(section, staged, manifest_path, key, names)
         template_path = scratch / TEMPLATE_NAME
         template_bytes = json.dumps(template, indent=2, sort_keys=True).encode() + b"\n"
         write_atomic(template_path, template_bytes)
         packer.validate(template_path)
-        packer.build(template_path, on_event)
+        try:
+            packer.build(template_path, on_event)
+        except CheckFailed as e:
+            said = [f"{q.name} console: {packer_qemu.console_tail(q)}" for q in qemu_builds]
+            raise CheckFailed(e.message, hint="; ".join(said)[:400] or None) from None
         artifact_ids = read_artifact_ids(manifest_path)
+        disks = [_collect_disk(q, work_dir) for q in qemu_builds]
         manifest_bytes = manifest_path.read_bytes()
-        write_atomic(work_dir / TEMPLATE_NAME, template_bytes)
+        write_atomic(work_dir / TEMPLATE_NAME, _public_template(template_bytes, scratch))
         write_atomic(work_dir / MANIFEST_NAME, manifest_bytes)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return PackerResult(artifact_ids=artifact_ids, template=template)
+    return PackerResult(artifact_ids=artifact_ids, template=template, disks=disks)
+
+
+def _with_base_disk(
+    section: Mapping[str, Any], spec_dir: Path | None, scratch: Path
+) -> tuple[dict[str, Any], list[packer_qemu.QemuBuild]]:
+    """The section with each qemu block completed for the base disk, and those builds."""
+    out = dict(section)
+    out.pop("base_disk", None)
+    if section.get("base_disk") is None:
+        return out, []
+    from builder.disk import load_disk
+
+    disk = load_disk((spec_dir or Path.cwd()) / str(section["base_disk"]))
+    builds: list[packer_qemu.QemuBuild] = []
+    key: Path | None = None
+    blocks = []
+    for block in section["builders"]:
+        if block["type"] != "qemu":
+            blocks.append(dict(block))
+            continue
+        key = key or packer_qemu.make_build_key(scratch)
+        prepared = packer_qemu.prepare(block, builder_name(block), disk, scratch, key)
+        builds.append(prepared)
+        blocks.append(prepared.block)
+    if not builds:
+        raise InputError("packer.base_disk is set but no builder has type 'qemu'")
+    out["builders"] = blocks
+    return out, builds
+
+
+def _collect_disk(build: packer_qemu.QemuBuild, work_dir: Path) -> dict[str, str]:
+    """Move the qcow2 Packer made into ``work_dir``; return its name, file, format and digest."""
+    from builder.disk import digest_file
+
+    if not build.output.is_file():
+        raise CheckFailed(f"packer finished but left no disk for builder {build.name!r}")
+    dest = work_dir / build.output.name
+    os.replace(build.output, dest)
+    os.chmod(dest, 0o644)
+    return {
+        "builder": build.name,
+        "file": dest.name,
+        "format": "qcow2",
+        "digest": digest_file(dest),
+    }
+
+
+def _public_template(template_bytes: bytes, scratch: Path) -> bytes:
+    """The template as published: scratch paths (the deleted build key among them) made relative."""
+    return template_bytes.replace(str(scratch).encode(), b"<build>")
 
 
 def check_section(section: Mapping[str, Any]) -> None:
@@ -106,6 +172,9 @@ def check_section(section: Mapping[str, Any]) -> None:
     variables = section.get("variables", {})
     if not isinstance(variables, Mapping) or not all(isinstance(k, str) for k in variables):
         raise InputError("packer.variables must be a mapping of names to values")
+    base_disk = section.get("base_disk")
+    if base_disk is not None and (not isinstance(base_disk, str) or not base_disk):
+        raise InputError("packer.base_disk must be the path of a `base debian --disk` directory")
     target = section.get("provision_target")
     if target is not None and not isinstance(target, str):
         raise InputError("packer.provision_target must be a string such as @chroot/DIR or @local")
@@ -126,9 +195,17 @@ def is_local(block: Mapping[str, Any]) -> bool:
 
 
 def render_template(
-    section: Mapping[str, Any], staged: Path, manifest_path: Path
+    section: Mapping[str, Any],
+    staged: Path,
+    manifest_path: Path,
+    key_file: Path | None = None,
+    key_file_builders: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """The Packer JSON template: the user's builders and variables, our provisioners and manifest."""
+    """The Packer JSON template: the user's builders and variables, our provisioners and manifest.
+
+    The deploy reaches ``key_file_builders`` with ``key_file`` (breakglass's own build
+    key); other SSH builders with the key Packer hands to the build.
+    """
     builders = [dict(b) for b in section["builders"]]
     target = section.get("provision_target")
     local = [builder_name(b) for b in builders if target is not None or is_local(b)]
@@ -147,13 +224,25 @@ def render_template(
                 "inline": [shlex.join(argv)],
             }
         )
-    if remote:
-        argv = [*deploy, "@ssh/{{build `Host`}}", str(staged)]
-        argv += ["--user", "{{build `User`}}", "--port", "{{build `Port`}}", "--sudo"]
+    argv = [*deploy, "@ssh/{{build `Host`}}", str(staged)]
+    argv += ["--user", "{{build `User`}}", "--port", "{{build `Port`}}", "--sudo"]
+    with_file = [b for b in remote if b in key_file_builders]
+    if with_file and key_file is not None:
         provisioners.append(
             {
                 "type": "shell-local",
-                "only": remote,
+                "only": with_file,
+                "environment_vars": env,
+                # breakglass's own builds log in as root: no sudo round trip per command
+                "inline": [shlex.join([*argv[:-1], "--key", str(key_file)])],
+            }
+        )
+    with_build_key = [b for b in remote if b not in with_file]
+    if with_build_key:
+        provisioners.append(
+            {
+                "type": "shell-local",
+                "only": with_build_key,
                 "environment_vars": [*env, f"{_KEY_ENV}={{{{build `SSHPrivateKey`}}}}"],
                 "inline": [
                     "umask 077",
@@ -161,6 +250,15 @@ def render_template(
                     f'printf "%s\\n" "${_KEY_ENV}" > "$key"',
                     shlex.join(argv) + ' --key "$key"',
                 ],
+            }
+        )
+    if remote:
+        provisioners.append(
+            {
+                "type": "shell",
+                "only": remote,
+                "execute_command": "chmod +x {{ .Path }}; sudo -n sh -c '{{ .Vars }} {{ .Path }}'",
+                "inline": CLEANUP,
             }
         )
     template: dict[str, Any] = {
@@ -171,6 +269,21 @@ def render_template(
     if section.get("variables"):
         template["variables"] = dict(section["variables"])
     return template
+
+
+# Last step inside a VM reached over SSH: what the build boot made that must not be shared
+# by every host started from the image, and the build's login key. Packer's SSH connection
+# is already open, so removing the key does not cut it off before the shutdown command.
+CLEANUP = [
+    "set -e",
+    "rm -f /etc/ssh/ssh_host_*",
+    ": > /etc/machine-id",
+    "rm -f /var/lib/dbus/machine-id /var/lib/systemd/random-seed",
+    'home=$(getent passwd "${SUDO_USER:-root}" | cut -d: -f6)',
+    'rm -f "$home/.ssh/authorized_keys"',
+    'rmdir "$home/.ssh" 2>/dev/null || true',
+    "echo 'breakglass: build key, host keys and machine id removed'",
+]
 
 
 def read_artifact_ids(manifest_path: Path) -> list[str]:

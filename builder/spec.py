@@ -157,7 +157,9 @@ def load_spec(path: Path) -> ImageSpec:
     packer = None
     if root.has("packer"):
         packer_node = root.get("packer")
-        packer_node.mapping("packer", {"builders", "variables", "provision_target"}, {"builders"})
+        packer_node.mapping(
+            "packer", {"builders", "variables", "provision_target", "base_disk"}, {"builders"}
+        )
         packer = to_plain(packer_node.value)
     return ImageSpec(
         path=path,

@@ -123,7 +123,27 @@ def _verify_packer(image_dir: Path, manifest: Manifest, signer: str) -> Verified
     ids = read_artifact_ids(path)
     if ids != manifest.doc["provenance"]["artifacts"]:
         raise CheckFailed(f"{path}: artifact ids differ from the signed manifest")
-    return Verified(manifest, signer, ",".join(ids), 0)
+    disks = manifest.doc["provenance"].get("disks", [])
+    for disk in disks:
+        _check_disk(image_dir, disk)
+    names = ",".join(ids) if not disks else ",".join(d["digest"] for d in disks)
+    return Verified(manifest, signer, names, 0)
+
+
+def _check_disk(image_dir: Path, disk: object) -> None:
+    """A disk the signed manifest names must be beside it, inside the image dir, with its digest."""
+    from builder.disk import digest_file
+
+    if not isinstance(disk, dict) or not isinstance(disk.get("file"), str):
+        raise CheckFailed("the signed manifest names a disk without a file")
+    name = disk["file"]
+    if "/" in name or name in ("", ".", ".."):
+        raise CheckFailed(f"the signed manifest names a disk outside the image dir: {name!r}")
+    path = image_dir / name
+    if not path.is_file() or path.is_symlink():
+        raise CheckFailed(f"{path}: disk named by the signed manifest is missing")
+    if digest_file(path) != disk.get("digest"):
+        raise CheckFailed(f"{path}: disk differs from the digest in the signed manifest")
 
 
 def _gunzip(blob: bytes) -> bytes:

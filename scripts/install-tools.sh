@@ -14,6 +14,11 @@ declare -A want=(
   [bwrap]=bubblewrap
   [visudo]=sudo
   [chromium]=chromium
+  [qemu-system-x86_64]=qemu-system-x86
+  [qemu-img]=qemu-utils
+  [debugfs]=e2fsprogs
+  [mkfs.ext4]=e2fsprogs
+  [systemd-nspawn]=systemd-container
   [faketime]=faketime
 )
 missing=()

@@ -87,3 +87,45 @@ def test_base_debian_layout_is_read_by_umoci_and_cached(tmp_path: Path) -> None:
     for binary in ("usr/bin/python3", "usr/sbin/sshd", "usr/bin/sudo"):
         assert (rootfs / binary).exists(), binary
     assert not list((rootfs / "var/cache/apt/archives").glob("*.deb"))
+
+
+def test_disk_refuses_a_small_size_and_a_foreign_directory(tmp_path: Path) -> None:
+    proc = _cli("--disk", "--size", "100", "--out", str(tmp_path / "d"))
+    assert proc.returncode == 2
+    assert proc.stderr == "breakglass: error: disk size must be at least 1024 MiB, not 100\n"
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    proc = _cli("--disk", "--out", str(out))
+    assert proc.returncode == 2 and "not a breakglass disk" in proc.stderr
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_a_disk_whose_file_changed_is_refused(tmp_path: Path) -> None:
+    from builder.canonical import dumps
+    from builder.disk import FORMAT, RECIPE_NAME, load_disk
+    from builder.errors import CheckFailed, InputError
+
+    with pytest.raises(InputError, match="not a breakglass disk"):
+        load_disk(tmp_path)
+    import hashlib
+
+    files = {}
+    for name in ("disk.qcow2", "vmlinuz", "initrd.img"):
+        (tmp_path / name).write_bytes(name.encode())
+        files[name] = "sha256:" + hashlib.sha256(name.encode()).hexdigest()
+    (tmp_path / RECIPE_NAME).write_bytes(
+        dumps({"format": FORMAT, "files": files, "cmdline": "root=/dev/vda"})
+    )
+    assert load_disk(tmp_path).cmdline == "root=/dev/vda"
+    (tmp_path / "vmlinuz").write_bytes(b"other kernel")
+    with pytest.raises(CheckFailed, match="vmlinuz: differs from the digest"):
+        load_disk(tmp_path)
+
+
+def test_bootable_base_is_its_own_cache_entry() -> None:
+    from builder.base import BOOT_PACKAGES, packages
+
+    assert cache_key("bookworm", "http://a", bootable=True) != cache_key("bookworm", "http://a")
+    assert set(BOOT_PACKAGES) <= set(packages(bootable=True))
+    assert not set(BOOT_PACKAGES) & set(packages())

@@ -95,12 +95,69 @@ def test_generated_template_passes_packer_validate(
 
 def test_ssh_builder_is_provisioned_over_ssh_with_build_data(tmp_path: Path) -> None:
     template = render_template({"builders": [QEMU]}, tmp_path, tmp_path / MANIFEST_NAME)
-    (prov,) = template["provisioners"]
+    prov, cleanup = template["provisioners"]
     assert prov["type"] == "shell-local" and prov["only"] == ["vm"]
     script = "\n".join(prov["inline"])
     assert "'@ssh/{{build `Host`}}'" in script and "--sudo" in script
     assert "--port '{{build `Port`}}'" in script and "--user '{{build `User`}}'" in script
     assert any("{{build `SSHPrivateKey`}}" in v for v in prov["environment_vars"])
+    # then, inside the VM: the build's login key, host keys and machine id go
+    assert cleanup["type"] == "shell" and cleanup["only"] == ["vm"]
+    steps = "\n".join(cleanup["inline"])
+    assert "rm -f /etc/ssh/ssh_host_*" in steps and ": > /etc/machine-id" in steps
+    assert '.ssh/authorized_keys"' in steps
+
+
+def test_builders_on_a_base_disk_are_provisioned_with_the_build_key_file(tmp_path: Path) -> None:
+    key = tmp_path / "build-key"
+    cloud = {**QEMU, "name": "other"}
+    section = {"builders": [{"type": "qemu", "name": "vm"}, cloud]}
+    template = render_template(section, tmp_path, tmp_path / MANIFEST_NAME, key, ("vm",))
+    own, packer_key, cleanup = template["provisioners"]
+    assert own["only"] == ["vm"] and own["inline"][0].endswith(f"--key {key}")
+    assert "--sudo" not in own["inline"][0]  # breakglass's own builds log in as root
+    assert packer_key["only"] == ["other"] and "--sudo" in "\n".join(packer_key["inline"])
+    assert cleanup["only"] == ["vm", "other"]
+
+
+def test_base_disk_must_be_the_path_of_a_disk(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"packer\.base_disk must be the path"):
+        check_section({"builders": [QEMU], "base_disk": 3})
+    section = {"builders": [{"type": "null", "communicator": "none"}], "base_disk": "d"}
+    section["provision_target"] = "@local"
+    with pytest.raises(InputError, match="not a breakglass disk"):
+        build_with_packer(section, synthetic_payload(), DIRS, tmp_path / "work", spec_dir=tmp_path)
+    assert list((tmp_path / "work").iterdir()) == []
+
+
+CLOUD = [
+    {
+        "type": "amazon-ebs", "name": "aws", "region": "eu-west-1",
+        "source_ami": "ami-0123456789abcdef0", "instance_type": "t3.micro",
+        "ssh_username": "admin", "ami_name": "example-{{user `version`}}",
+        "skip_region_validation": True,
+    },
+    {
+        "type": "googlecompute", "name": "gce", "project_id": "example-project",
+        "source_image_family": "debian-12", "zone": "europe-west1-b", "ssh_username": "packer",
+        "image_name": "example-{{user `version` | clean_resource_name}}",
+    },
+]  # fmt: skip
+
+
+def test_the_same_spec_targets_amazon_ebs_and_googlecompute(tmp_path: Path) -> None:
+    """What docs/packer.md shows for the clouds: Packer accepts the template (it cannot be
+    built here: no cloud credentials, no network)."""
+    require_tool("packer")
+    section = {"builders": CLOUD, "variables": {"version": "1.0.0"}}
+    check_section(section)
+    staged = stage_payload(synthetic_payload(), DIRS, tmp_path / "staged")
+    template = render_template(section, staged, tmp_path / MANIFEST_NAME)
+    path = tmp_path / TEMPLATE_NAME
+    path.write_text(json.dumps(template))
+    packer.validate(path)
+    deploy, cleanup = template["provisioners"]
+    assert deploy["only"] == cleanup["only"] == ["aws", "gce"]
 
 
 def test_missing_packer_binary_is_one_line_and_writes_nothing(

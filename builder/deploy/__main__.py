@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
             ssh_port=args.port,
             ssh_key=args.key,
             sudo=args.sudo,
+            # pyinfra's own lines: the progress of a long remote deploy, and its cause on failure
+            on_line=lambda line: print(line, flush=True),
         )
     except BreakglassError as e:
         print(f"breakglass: error: {e.message}", file=sys.stderr, flush=True)

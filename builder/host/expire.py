@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import StateError
-from builder.host import activation, audit, clock, state, wipe
+from builder.host import activation, audit, clock, sessions, state, wipe
 from builder.host.layout import Layout, crash_point
 from builder.host.state import ACTIVE, PENDING, HostState
 from builder.request import format_time
@@ -64,6 +64,7 @@ def reseal(
             audit.append(layout, now, "recovered", request_id=request_id, scope=scope,
                          details={"found": "symbolic links in the runtime directory",
                                   "wiped": links})  # fmt: skip
+    sessions.end_for(layout, now, current)
     if audit_error is not None:
         raise audit_error
     return new

@@ -25,7 +25,7 @@ from builder import agecrypt, quorum, sshsig
 from builder import shares as share_layer
 from builder.canonical import dumps
 from builder.errors import BreakglassError, CheckFailed, InputError, StateError
-from builder.host import audit, clock, safepath, state, wipe
+from builder.host import audit, clock, safepath, schedule, state, wipe
 from builder.host.expire import session
 from builder.host.image import HostImage, load_image, load_sealed_scope
 from builder.host.layout import Layout, crash_point
@@ -273,6 +273,7 @@ def _activate(
                           "approvers": approvers,
                           "files": list(new.active.files) if new.active else []})  # fmt: skip
     crash_point("unseal-after-activated")
+    schedule.arm(layout, now, request.id, scope.name, expires_at)
     if image.on_activate:
         _run_hook(layout, now, image.on_activate, event)
     return new
