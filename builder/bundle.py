@@ -14,7 +14,7 @@ from typing import Any
 
 from ruamel.yaml.scalarstring import LiteralScalarString
 
-from builder import agecrypt
+from builder import agecrypt, bounded
 from builder.errors import InputError
 from builder.quorum import Group, fewest
 from builder.yamlfile import Node, loads, round_trip_yaml
@@ -113,11 +113,12 @@ class SealedBundle:
     @classmethod
     def from_bytes(cls, data: bytes, filename: str) -> SealedBundle:
         """Parse and check a bundle. Raises InputError with ``file:line:col``."""
+        bounded.check_size(len(data), "sealed bundle", filename)
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             raise InputError("sealed bundle is not UTF-8", where=filename) from None
-        root = loads(text, filename)
+        root = loads(text, filename, "sealed bundle")
         root.mapping(
             "the sealed bundle",
             {"format", "image", "created", "rotate_by", "policy_digest", "scopes"},

@@ -15,7 +15,12 @@ def main() -> None:
     if sys.argv[1:3] == ["host", "authorized-keys"]:
         from builder.host.authorized_keys import fast_main
 
-        code = fast_main(sys.argv[3:])
+        try:
+            code = fast_main(sys.argv[3:])
+        except Exception:
+            # sshd logs our stderr and reads keys from stdout: no traceback, no half answer;
+            # the full command below settles the host and answers or fails in one line
+            code = None
         if code is not None:
             sys.exit(code)
     from builder.cli import main as cli_main

@@ -17,7 +17,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from builder import duration
+from builder import bounded, duration
 from builder.errors import InputError
 
 T = TypeVar("T")
@@ -30,18 +30,29 @@ def round_trip_yaml() -> YAML:
     return yaml
 
 
-def load(path: Path) -> Node:
-    """Load a YAML file into a located ``Node``; malformed YAML raises InputError with its position."""
+def load(path: Path, kind: str = "spec") -> Node:
+    """Load a YAML file into a located ``Node``; malformed YAML raises InputError with its position.
+
+    A file over the cap of ``kind`` (``builder.bounded``) is refused before it is parsed.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        text = bounded.read(path, kind).decode("utf-8")
     except FileNotFoundError:
         raise InputError("file not found", where=str(path)) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read file ({e})", where=str(path)) from None
-    return loads(text, str(path))
+    except OSError as e:
+        raise InputError(f"cannot read file ({e.strerror})", where=str(path)) from None
+    except UnicodeDecodeError:
+        raise InputError("file is not utf-8", where=str(path)) from None
+    return loads(text, str(path), kind)
 
 
-def loads(text: str, filename: str) -> Node:
+def loads(text: str, filename: str, kind: str = "spec") -> Node:
+    """Parse YAML text within the bounds of ``kind``: size, depth and node count.
+
+    Raises InputError with the position ruamel reports, or naming the bound.
+    """
+    # a character is at least one byte: a text longer than the cap cannot fit under it
+    bounded.check_size(len(text), kind, filename)
     try:
         data = round_trip_yaml().load(text)
     except MarkedYAMLError as e:
@@ -55,6 +66,8 @@ def loads(text: str, filename: str) -> Node:
     except RecursionError:
         # ruamel recurses once per nesting level; no spec or bundle is nested this deep
         raise InputError("malformed yaml: nested too deeply", where=filename) from None
+    # aliases make a tree whose walk could be exponential; the walk stops at the node cap
+    bounded.check_tree(data, kind, filename, strings=False)
     # the document starts where its first node does, past any leading comments
     pos = (data.lc.line, data.lc.col) if isinstance(data, CommentedMap | CommentedSeq) else (0, 0)
     return Node(data, filename, pos)

@@ -13,15 +13,15 @@ reasons only. Appends hold the host lock (``builder.host.state``).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from builder import bounded
 from builder.canonical import digest, dumps
-from builder.errors import CheckFailed, StateError
+from builder.errors import CheckFailed, InputError, StateError
 from builder.fsio import write_atomic
 from builder.host.layout import Layout
 from builder.request import format_time
@@ -87,8 +87,8 @@ def append(
             seq, prev = 1, GENESIS
         else:
             try:
-                seq = int(json.loads(last)["seq"]) + 1
-            except (ValueError, KeyError, TypeError):
+                seq = int(bounded.load_json(last, "audit line")["seq"]) + 1
+            except (InputError, ValueError, KeyError, TypeError):
                 raise StateError(
                     "the audit log's last line is unreadable; run `host audit verify`"
                 ) from None
@@ -146,14 +146,14 @@ def verify(layout: Layout, *, expect_head: str | None = None) -> Verified:
         if not line.endswith(b"\n"):
             raise CheckFailed(f"{where}: truncated (no newline)")
         try:
-            event = json.loads(line)
-        except ValueError:
-            raise CheckFailed(f"{where}: not json") from None
+            event = bounded.load_json(line, "audit line")
+        except InputError as e:
+            raise CheckFailed(f"{where}: {e.message}") from None
         if not isinstance(event, dict) or tuple(sorted(event)) != tuple(sorted(FIELDS)):
             raise CheckFailed(f"{where}: not an audit event")
         if dumps(event) != line:
             raise CheckFailed(f"{where}: not in canonical form (edited)")
-        if event["seq"] != n:
+        if type(event["seq"]) is not int or event["seq"] != n:
             raise CheckFailed(f"{where}: sequence number {event['seq']} where {n} was expected")
         if event["prev"] != prev:
             if n == 1:
@@ -178,9 +178,9 @@ def _check_head(layout: Layout, hashes: list[str]) -> None:
             raise CheckFailed("audit head record is missing") from None
         return
     try:
-        head = json.loads(raw)
+        head = bounded.load_json(raw, "audit head")
         seq, value = int(head["seq"]), str(head["head"])
-    except (ValueError, KeyError, TypeError):
+    except (InputError, ValueError, KeyError, TypeError):
         raise CheckFailed("audit head record is malformed") from None
     # A crash between the append and the head update leaves the head one line behind: accepted.
     if seq < 1:
@@ -194,7 +194,11 @@ def _check_head(layout: Layout, hashes: list[str]) -> None:
 
 
 def read_events(layout: Layout) -> list[dict[str, Any]]:
-    """Every event as parsed JSON, for ``audit show``; unparsable lines are CheckFailed."""
+    """Every event as parsed JSON, for ``audit show``.
+
+    Each is an object with exactly the audit fields and an object for
+    ``details``; any other line is CheckFailed.
+    """
     try:
         data = layout.audit.read_bytes()
     except FileNotFoundError:
@@ -202,7 +206,14 @@ def read_events(layout: Layout) -> list[dict[str, Any]]:
     events = []
     for n, line in enumerate(data.splitlines(), start=1):
         try:
-            events.append(json.loads(line))
-        except ValueError:
-            raise CheckFailed(f"audit log line {n}: not json") from None
+            event = bounded.load_json(line, "audit line")
+        except InputError as e:
+            raise CheckFailed(f"audit log line {n}: {e.message}") from None
+        if (
+            not isinstance(event, dict)
+            or set(event) != set(FIELDS)
+            or not isinstance(event["details"], dict)
+        ):
+            raise CheckFailed(f"audit log line {n}: not an audit event")
+        events.append(event)
     return events

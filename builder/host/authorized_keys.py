@@ -17,6 +17,8 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+from builder import bounded
+from builder.errors import InputError
 from builder.host.clock import FROZEN_ENV
 
 _RUNTIME = "run/breakglass"
@@ -28,19 +30,23 @@ def keys_for(root: Path, scope: str | None, user: str) -> list[str]:
     if scope is None:
         return []
     try:
-        manifest = json.loads((root / "etc/breakglass/manifest.json").read_bytes())
-        scopes = manifest["scopes"]
-    except (OSError, ValueError, KeyError, TypeError):
+        raw = bounded.read(root / "etc/breakglass/manifest.json", "manifest")
+        scopes = bounded.load_json(raw, "manifest")["scopes"]
+    except (OSError, InputError, KeyError, TypeError):
         return []
     keys = []
     for s in scopes if isinstance(scopes, list) else []:
         if not isinstance(s, dict) or s.get("name") != scope or s.get("emergency_user") != user:
             continue
-        for c in s.get("credentials") or []:
-            public = c.get("public") if isinstance(c, dict) else None
+        credentials = s.get("credentials")
+        for c in credentials if isinstance(credentials, list) else []:
+            if not isinstance(c, dict):
+                continue
+            public, kind = c.get("public"), c.get("kind")
             if (
                 isinstance(public, str)
-                and c.get("kind", "").startswith("ssh-")
+                and isinstance(kind, str)
+                and kind.startswith("ssh-")
                 and "\n" not in public
             ):
                 keys.append(public)
@@ -54,10 +60,10 @@ def _quiet(root: Path, now: datetime) -> tuple[str | None] | None:
     keep dataclasses and inspect out of the login path.
     """
     try:
-        doc = json.loads((root / _STATE).read_bytes())
+        doc = bounded.load_json(bounded.read(root / _STATE, "host state"), "host state")
     except FileNotFoundError:
         doc = {"phase": "DORMANT", "pending": None, "active": None}
-    except (OSError, ValueError):
+    except (OSError, InputError):
         return None
     if not isinstance(doc, dict):
         return None

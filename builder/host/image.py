@@ -11,10 +11,10 @@ request and unseal should not pay for them on every call.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from builder import bounded
 from builder.canonical import digest, dumps
 from builder.errors import CheckFailed, InputError
 from builder.host.layout import AGENTS, Layout
@@ -86,15 +86,12 @@ def _get(doc: Any, key: str, kind: type | tuple[type, ...], what: str) -> Any:
 def load_image(layout: Layout) -> HostImage:
     """Parse the image's manifest; raises InputError when it is missing or malformed."""
     try:
-        raw = layout.manifest.read_bytes()
+        raw = bounded.read(layout.manifest, "manifest")
     except OSError as e:
         raise InputError(
             f"cannot read the image manifest ({e.strerror})", where=str(layout.manifest)
         ) from None
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        raise InputError("the image manifest is not json", where=str(layout.manifest)) from None
+    doc = bounded.load_json(raw, "manifest", where=str(layout.manifest))
     if dumps(doc) != raw:
         raise CheckFailed(
             "the image manifest is not in canonical form", hint="the image was altered"
@@ -141,7 +138,7 @@ def load_image(layout: Layout) -> HostImage:
             _get(a, "config_name", str, "agent "),
             _get(a, "breakglass", str, "agent "),
         )
-        for a in doc.get("agents") or []
+        for a in _get(doc, "agents", list, "")
     )
     return HostImage(
         name=_get(image, "name", str, "image."),
@@ -163,7 +160,7 @@ def load_sealed_scope(layout: Layout, image: HostImage, scope: str) -> SealedSco
     InputError when it is malformed or lacks the scope.
     """
     try:
-        raw = layout.bundle.read_bytes()
+        raw = bounded.read(layout.bundle, "sealed bundle")
     except OSError as e:
         raise InputError(
             f"cannot read the sealed bundle ({e.strerror})", where=str(layout.bundle)

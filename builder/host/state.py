@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -142,15 +141,20 @@ def _state_path(root: Path) -> Path:
 
 def load(root: Path) -> HostState:
     """The current state; DORMANT when no state file exists yet. Raises InputError if malformed."""
-    try:
-        raw = _state_path(root).read_bytes()
-    except FileNotFoundError:
-        return HostState()
+    from builder import bounded
     from builder.errors import InputError
 
     try:
-        doc = json.loads(raw)
-    except ValueError:
+        raw = bounded.read(_state_path(root), "host state")
+    except FileNotFoundError:
+        return HostState()
+    except OSError as e:
+        raise InputError(f"cannot read the host state file ({e.strerror})") from None
+    except InputError:
+        raise InputError("the host state file is malformed") from None
+    try:
+        doc = bounded.load_json(raw, "host state")
+    except InputError:
         raise InputError("the host state file is malformed") from None
     return HostState.from_dict(doc)
 
@@ -192,10 +196,13 @@ def active_scope(root: Path, now: datetime) -> str | None:
     expiry handling (a command that can change state does that). A missing or
     malformed state file means no active scope.
     """
+    from builder import bounded
+    from builder.errors import InputError
+
     try:
-        doc = json.loads(_state_path(root).read_bytes())
+        doc = bounded.load_json(bounded.read(_state_path(root), "host state"), "host state")
         active = doc["active"] if doc.get("phase") == ACTIVE else None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, InputError, KeyError, TypeError, AttributeError):
         return None
     if not isinstance(active, dict):
         return None

@@ -154,11 +154,11 @@ def unseal(root: Path, now: datetime, request_id: str, sources: list[str]) -> Un
 
 
 def _json(path: Path) -> object:
-    import json
+    from builder import bounded
 
     try:
-        return json.loads(path.read_bytes())
-    except (OSError, ValueError):
+        return bounded.load_json(bounded.read(path, "request"), "request")
+    except (OSError, InputError):
         raise InputError("unreadable host request record", where=str(path)) from None
 
 
