@@ -53,6 +53,7 @@ def loads(text: str, filename: str, kind: str = "spec") -> Node:
     """
     # a character is at least one byte: a text longer than the cap cannot fit under it
     bounded.check_size(len(text), kind, filename)
+    _check_flow_depth(text, kind, filename)
     try:
         data = round_trip_yaml().load(text)
     except MarkedYAMLError as e:
@@ -66,6 +67,9 @@ def loads(text: str, filename: str, kind: str = "spec") -> Node:
     except RecursionError:
         # ruamel recurses once per nesting level; no spec or bundle is nested this deep
         raise InputError("malformed yaml: nested too deeply", where=filename) from None
+    except ValueError:
+        # ruamel converts scalars as it goes: an integer of thousands of digits, a bad date
+        raise InputError("malformed yaml: a value cannot be converted", where=filename) from None
     # aliases make a tree whose walk could be exponential; the walk stops at the node cap
     bounded.check_tree(data, kind, filename, strings=False)
     # the document starts where its first node does, past any leading comments
@@ -179,6 +183,29 @@ def to_plain(value: Any) -> Any:
     if isinstance(value, bool | int | float | str) or value is None:
         return value if not isinstance(value, str) else str(value)
     return str(value)
+
+
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def _check_flow_depth(text: str, kind: str, filename: str) -> None:
+    """Refuse flow collections (``[[[...``) nested deeper than ``bounded.MAX_DEPTH`` before parsing.
+
+    ruamel's scanner takes time quadratic in flow depth (3,000 levels: seconds).
+    Brackets inside quoted strings and comments are counted too, so this can
+    only over-count: a spec would need dozens of unclosed brackets in its
+    text to trip it.
+    """
+    brackets = _NOT_BRACKET.sub("", text)
+    if len(brackets) <= bounded.MAX_DEPTH:
+        return
+    depth = 0
+    for ch in brackets:
+        depth = depth + 1 if ch in "[{" else max(0, depth - 1)
+        if depth > bounded.MAX_DEPTH:
+            raise InputError(
+                f"{kind}: nested deeper than {bounded.MAX_DEPTH} levels", where=filename
+            )
 
 
 def _one_line(problem: str) -> str:

@@ -153,7 +153,9 @@ def verify(layout: Layout, *, expect_head: str | None = None) -> Verified:
             raise CheckFailed(f"{where}: not an audit event")
         if dumps(event) != line:
             raise CheckFailed(f"{where}: not in canonical form (edited)")
-        if type(event["seq"]) is not int or event["seq"] != n:
+        if type(event["seq"]) is not int:
+            raise CheckFailed(f"{where}: sequence number is not an integer")
+        if event["seq"] != n:
             raise CheckFailed(f"{where}: sequence number {event['seq']} where {n} was expected")
         if event["prev"] != prev:
             if n == 1:
