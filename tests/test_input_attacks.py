@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -25,14 +26,14 @@ from tests import hostkit
 from tests.conftest import ROOT
 
 
-def one_error_line(proc: object) -> str:
+def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
     """The stderr of a refused command: exactly one error line, no traceback, nothing on stdout."""
-    stdout, stderr = proc.stdout, proc.stderr  # type: ignore[attr-defined]
+    stdout, stderr = proc.stdout, proc.stderr
     assert "Traceback" not in stderr and "internal error" not in stderr, stderr
     assert stdout == "", f"printed on stdout: {stdout!r}"
     lines = stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("breakglass: error: "), stderr
-    assert proc.returncode in (1, 2)  # type: ignore[attr-defined]
+    assert proc.returncode in (1, 2)
     return lines[0]
 
 
