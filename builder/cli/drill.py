@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from builder.receipt import Unactivated
 
 
 class _DefaultRunGroup(click.Group):
@@ -51,17 +56,35 @@ def _emit(document: dict[str, Any], lines: list[str], as_json: bool) -> None:
     type=click.Path(path_type=Path, file_okay=False),
     help="A host root whose state says which scopes are burned.",
 )
+@click.option(
+    "--receipts",
+    "receipts_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Approvers' receipts (from `approve`): flag approved requests never activated.",
+)
+@click.option(
+    "--audit",
+    "audit_logs",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="A collected host audit log (audit.jsonl); repeat for every host of the image.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def drift_command(
     spec: Path,
     enrolment_path: Path,
     manifest_path: Path | None,
     root: Path | None,
+    receipts_dir: Path | None,
+    audit_logs: tuple[Path, ...],
     as_json: bool,
 ) -> None:
     """Report credentials out of sync with an enrolment, overdue for rotation, or burned.
 
-    Exit 1 when anything is not in sync, overdue or burned.
+    With --receipts and --audit, also every approved request that was never
+    activated (its shares may have been combined outside `host unseal`): its
+    scope is marked for rotation. Exit 1 when anything is not in sync,
+    overdue, burned or approved without activation.
     """
     from datetime import UTC, datetime
 
@@ -86,10 +109,37 @@ def drift_command(
             where=str(enrolment_path),
         )
     burned = drift.burned_scopes(root) if root is not None else ()
+    ceremonies = _unactivated(receipts_dir, audit_logs, now, image.name)
+    burned = (*burned, *(c.scope for c in ceremonies))
     report = drift.compare(sealed, enrolment.credentials, now, burned)
-    _emit(report.to_dict(), report.lines(), as_json)
-    if not report.ok:
+    document = report.to_dict()
+    if receipts_dir is not None:
+        document["unactivated"] = [c.to_dict() for c in ceremonies]
+    lines = [c.line() for c in ceremonies] + report.lines()
+    _emit(document, lines, as_json)
+    if not report.ok or ceremonies:
         raise CheckFailed(f"drift found for image '{image.name}'")
+
+
+def _unactivated(
+    receipts_dir: Path | None, audit_logs: tuple[Path, ...], now: datetime, image: str
+) -> list[Unactivated]:
+    """Approved requests of ``image`` with no activation in ``audit_logs``; [] without receipts."""
+    from builder import receipt
+    from builder.errors import InputError
+
+    if receipts_dir is None:
+        if audit_logs:
+            raise InputError("--audit goes with --receipts")
+        return []
+    if not audit_logs:
+        raise InputError(
+            "--receipts needs the hosts' audit logs", hint="pass --audit FILE for each host"
+        )
+    activated: set[str] = set()
+    for log in audit_logs:
+        activated |= receipt.activated_requests(log)
+    return list(receipt.unactivated(receipt.load_all(receipts_dir), activated, now, image))
 
 
 @click.group("drill", cls=_DefaultRunGroup, invoke_without_command=False)
