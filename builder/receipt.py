@@ -6,9 +6,9 @@ approver's side cannot be rewritten from the host, so ``approve`` keeps a
 receipt there (``breakglass-receipt/1``, canonical JSON, one file per
 approval, no secret: ids, digests, names, times), and ``drift --receipts DIR
 --audit FILE`` flags every approved request whose window has closed without
-an ``activated`` event in any of the audit logs given, and marks its scope
-for rotation. What remains (root that also appends a forged ``activated``
-event) is in ``docs/threat-model.md``: that scope is marked burned anyway.
+an ``activated`` event in any of the audit logs given, and marks the scope
+of every approved request since the last seal for rotation (activated or
+not). What remains is in ``docs/threat-model.md``.
 """
 
 from __future__ import annotations
@@ -147,49 +147,90 @@ def activated_requests(log: Path) -> set[str]:
 
 
 @dataclass(frozen=True)
-class Unactivated:
-    """An approved request whose window closed with no activation in any log given."""
+class Ceremony:
+    """An approved request, as receipts and audit logs tell it.
+
+    ``activated`` when some log has its ``activated`` event. Either way its
+    scope's credentials must be rotated: an activation burns them, and an
+    approval never activated may have been combined outside ``host unseal``.
+    """
 
     request_id: str
     scope: str
     image: str
     approvers: tuple[str, ...]
     not_after: datetime
+    activated: bool
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "request_id": self.request_id, "scope": self.scope, "image": self.image,
             "approvers": list(self.approvers), "not_after": format_time(self.not_after),
-            "rotate": True,
+            "activated": self.activated, "rotate": True,
         }  # fmt: skip
 
     def line(self) -> str:
         from builder.display import escape
 
+        what = (
+            "activated; rotate"
+            if self.activated
+            else "never activated in the audit logs given; rotate"
+        )
         return escape(
-            f"request {self.request_id} scope {self.scope}: approved by {', '.join(self.approvers)}, "
-            f"never activated in the audit logs given; rotate {self.scope}"
+            f"request {self.request_id} scope {self.scope}: approved by "
+            f"{', '.join(self.approvers)}, {what} {self.scope}"
         )
 
 
-def unactivated(
-    receipts: list[Receipt], activated: set[str], now: datetime, image: str | None = None
-) -> list[Unactivated]:
-    """Approved requests (for ``image``, if given) that closed without an ``activated`` event.
+def ceremonies(
+    receipts: list[Receipt],
+    activated: set[str],
+    now: datetime,
+    *,
+    image: str,
+    sealed_at: datetime | None,
+) -> list[Ceremony]:
+    """The approved requests for ``image`` since its bundle was sealed, activated or closed.
 
-    A request still inside its lifetime (``now <= not_after``) may yet be
-    activated and is not flagged. Never raises.
+    Receipts from before ``sealed_at`` are for credentials rotated since and
+    are left out. A request neither activated nor past its ``not_after`` may
+    still be activated and is left out too. Never raises.
     """
     by_request: dict[str, list[Receipt]] = {}
     for r in receipts:
-        if image is None or r.image.get("name") == image:
-            by_request.setdefault(r.request_id, []).append(r)
+        if r.image.get("name") != image or (sealed_at is not None and r.approved_at < sealed_at):
+            continue
+        by_request.setdefault(r.request_id, []).append(r)
     out = []
     for rid, group in sorted(by_request.items()):
         first = group[0]
-        if rid in activated or now <= first.not_after:
+        done = rid in activated
+        if not done and now <= first.not_after:
             continue
         approvers = tuple(sorted({r.approver for r in group}))
-        out.append(Unactivated(rid, first.scope, first.image.get("name", ""), approvers,
-                               first.not_after))  # fmt: skip
+        out.append(Ceremony(rid, first.scope, image, approvers, first.not_after, done))
     return out
+
+
+def sealed_at(path: Path, *, manifest: bool) -> datetime | None:
+    """When the bundle at ``path`` (or the one a built manifest records) was sealed; raises InputError."""
+    kind = "manifest" if manifest else "sealed bundle"
+    try:
+        raw = bounded.read(path, kind)
+    except OSError as e:
+        raise InputError(f"cannot read {kind} ({e.strerror})", where=str(path)) from None
+    if manifest:
+        doc = bounded.load_json(raw, kind, str(path))
+        bundle = doc.get("sealed_bundle") if isinstance(doc, dict) else None
+        created = bundle.get("created") if isinstance(bundle, dict) else None
+    else:
+        from builder.bundle import SealedBundle
+
+        created = SealedBundle.from_bytes(raw, str(path)).created
+    if not isinstance(created, str):
+        return None
+    try:
+        return parse_time(created, "sealed bundle created")
+    except InputError as e:
+        raise InputError(e.message, where=str(path)) from None

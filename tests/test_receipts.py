@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -20,7 +21,13 @@ from builder.errors import InputError
 from builder.host.request import open_request
 from builder.host.unseal import unseal
 from builder.request import load_approval
+from builder.seal import seal
+from builder.spec import load_spec
 from tests import hostkit
+
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+SEALED = NOW - dt.timedelta(hours=3)
+APPROVED = NOW - dt.timedelta(hours=2)  # after the seal, long past the request's lifetime
 
 
 @pytest.fixture
@@ -28,12 +35,16 @@ def image(tmp_path: Path) -> hostkit.Image:
     return hostkit.clone(hostkit.shared_image(), tmp_path / "root")
 
 
-def _src(image: hostkit.Image) -> Path:
-    """The shared image's spec folder (spec, sealed bundle, enrolment)."""
-    return hostkit.shared_image().root.parent / "src"
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    """The image's spec folder, sealed three hours ago (before the approvals in these tests)."""
+    dest = tmp_path / "src"
+    shutil.copytree(hostkit.shared_image().root.parent / "src", dest)
+    seal(load_spec(dest / "hostkit.yaml"), SEALED, rotate=True)
+    return dest
 
 
-def _approve_past(image: hostkit.Image, receipts: Path, when: dt.datetime) -> tuple[str, list[str]]:
+def _approve(image: hostkit.Image, receipts: Path, when: dt.datetime) -> tuple[str, list[str]]:
     """A request made and approved by alice and bob at ``when``, each keeping a receipt."""
     req = open_request(image.root, when, scope="ssh-emergency", ttl_seconds=600,
                        reason="db down", requester="dave")  # fmt: skip
@@ -43,8 +54,9 @@ def _approve_past(image: hostkit.Image, receipts: Path, when: dt.datetime) -> tu
     return req.id, approvals
 
 
-def _drift(image: hostkit.Image, receipts: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    src = _src(image)
+def _drift(
+    image: hostkit.Image, src: Path, receipts: Path, *extra: str
+) -> subprocess.CompletedProcess[str]:
     return hostkit.run(
         "drift", str(src / "hostkit.yaml"), "--enrolment", str(src / "hostkit.enrolment.json"),
         "--receipts", str(receipts), "--audit", str(image.root / "var/lib/breakglass/audit.jsonl"),
@@ -53,46 +65,53 @@ def _drift(image: hostkit.Image, receipts: Path, *extra: str) -> subprocess.Comp
 
 
 def test_drift_flags_an_approved_request_never_activated(
-    image: hostkit.Image, tmp_path: Path
+    image: hostkit.Image, src: Path, tmp_path: Path
 ) -> None:
     receipts = tmp_path / "receipts"
-    two_hours_ago = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=2)
-    rid, _ = _approve_past(image, receipts, two_hours_ago)
+    rid, _ = _approve(image, receipts, APPROVED)
     # k approvals reached the host; root combined them by hand: no `host unseal`, no activation
-    r = _drift(image, receipts)
+    r = _drift(image, src, receipts)
     assert r.returncode == 1, r.stderr
     assert (
         f"request {rid} scope ssh-emergency: approved by alice, bob, never activated in the "
         "audit logs given; rotate ssh-emergency"
     ) in r.stdout
-    doc = json.loads(_drift(image, receipts, "--json").stdout)
-    assert [u["request_id"] for u in doc["unactivated"]] == [rid]
-    assert doc["unactivated"][0]["rotate"] is True
+    doc = json.loads(_drift(image, src, receipts, "--json").stdout)
+    assert [(c["request_id"], c["activated"], c["rotate"]) for c in doc["ceremonies"]] == [
+        (rid, False, True)
+    ]
     marked = {c["scope"]: c["burned"] for c in doc["credentials"]}
     assert marked == {"ssh-emergency": True, "agent-backup": False}
 
 
-def test_drift_accepts_an_approved_request_that_was_activated(
-    image: hostkit.Image, tmp_path: Path
+def test_an_activated_request_is_used_and_a_reseal_clears_it(
+    image: hostkit.Image, src: Path, tmp_path: Path
 ) -> None:
     receipts = tmp_path / "receipts"
-    two_hours_ago = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=2)
-    rid, approvals = _approve_past(image, receipts, two_hours_ago)
-    assert unseal(image.root, two_hours_ago, rid, approvals).phase == "ACTIVE"
-    r = _drift(image, receipts, "--json")
+    rid, approvals = _approve(image, receipts, APPROVED)
+    assert unseal(image.root, APPROVED, rid, approvals).phase == "ACTIVE"
+    r = _drift(image, src, receipts, "--json")
+    assert r.returncode == 1, r.stderr
+    doc = json.loads(r.stdout)
+    assert [(c["request_id"], c["activated"]) for c in doc["ceremonies"]] == [(rid, True)]
+    assert {c["scope"]: c["burned"] for c in doc["credentials"]}["ssh-emergency"] is True
+    # rotation: a seal after the ceremony leaves its receipts behind
+    seal(load_spec(src / "hostkit.yaml"), NOW, rotate=True)
+    r = _drift(image, src, receipts, "--json")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert json.loads(r.stdout)["unactivated"] == []
+    assert json.loads(r.stdout)["ceremonies"] == []
 
 
-def test_a_request_still_open_is_not_flagged(image: hostkit.Image, tmp_path: Path) -> None:
+def test_a_request_still_open_is_not_flagged(
+    image: hostkit.Image, src: Path, tmp_path: Path
+) -> None:
     receipts = tmp_path / "receipts"
-    _approve_past(image, receipts, dt.datetime.now(dt.UTC).replace(microsecond=0))
-    r = _drift(image, receipts)
+    _approve(image, receipts, NOW)
+    r = _drift(image, src, receipts)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_drift_needs_audit_logs_with_receipts(image: hostkit.Image, tmp_path: Path) -> None:
-    src = _src(image)
+def test_drift_needs_audit_logs_with_receipts(src: Path, tmp_path: Path) -> None:
     r = hostkit.run("drift", str(src / "hostkit.yaml"), "--enrolment",
                     str(src / "hostkit.enrolment.json"), "--receipts", str(tmp_path))  # fmt: skip
     assert r.returncode == 2 and "needs the hosts' audit logs" in r.stderr

@@ -16,7 +16,7 @@ import click
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from builder.receipt import Unactivated
+    from builder.receipt import Ceremony
 
 
 class _DefaultRunGroup(click.Group):
@@ -109,22 +109,33 @@ def drift_command(
             where=str(enrolment_path),
         )
     burned = drift.burned_scopes(root) if root is not None else ()
-    ceremonies = _unactivated(receipts_dir, audit_logs, now, image.name)
+    sealed_from = manifest_path or image.sealed_path
+    ceremonies = _ceremonies(
+        receipts_dir, audit_logs, now, image.name, sealed_from, manifest_path is not None
+    )
     burned = (*burned, *(c.scope for c in ceremonies))
     report = drift.compare(sealed, enrolment.credentials, now, burned)
     document = report.to_dict()
     if receipts_dir is not None:
-        document["unactivated"] = [c.to_dict() for c in ceremonies]
+        document["ceremonies"] = [c.to_dict() for c in ceremonies]
     lines = [c.line() for c in ceremonies] + report.lines()
     _emit(document, lines, as_json)
     if not report.ok or ceremonies:
         raise CheckFailed(f"drift found for image '{image.name}'")
 
 
-def _unactivated(
-    receipts_dir: Path | None, audit_logs: tuple[Path, ...], now: datetime, image: str
-) -> list[Unactivated]:
-    """Approved requests of ``image`` with no activation in ``audit_logs``; [] without receipts."""
+def _ceremonies(
+    receipts_dir: Path | None,
+    audit_logs: tuple[Path, ...],
+    now: datetime,
+    image: str,
+    sealed_from: Path,
+    is_manifest: bool,
+) -> list[Ceremony]:
+    """Approved requests of ``image`` since its last seal, from receipts and audit logs.
+
+    [] without ``--receipts``. Raises InputError when one option comes without the other.
+    """
     from builder import receipt
     from builder.errors import InputError
 
@@ -139,7 +150,10 @@ def _unactivated(
     activated: set[str] = set()
     for log in audit_logs:
         activated |= receipt.activated_requests(log)
-    return list(receipt.unactivated(receipt.load_all(receipts_dir), activated, now, image))
+    since = receipt.sealed_at(sealed_from, manifest=is_manifest)
+    return receipt.ceremonies(
+        receipt.load_all(receipts_dir), activated, now, image=image, sealed_at=since
+    )
 
 
 @click.group("drill", cls=_DefaultRunGroup, invoke_without_command=False)
