@@ -37,6 +37,7 @@ CAPS = {
     "audit line": 64 * KIB,
     "audit head": 4 * KIB,
     "receipt": 64 * KIB,
+    "check-in": 64 * KIB,
 }
 MAX_DEPTH = 32  # our deepest format (a manifest) nests 5 levels; spec ``vars`` get the rest
 MAX_NODES = 200_000  # also stops YAML alias expansion ("billion laughs") in a tree walk

@@ -32,8 +32,10 @@ def _emit(document: dict[str, Any], lines: list[str], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(document, indent=2, sort_keys=True))
     else:
+        from builder.display import escape
+
         for line in lines:
-            click.echo(line)
+            click.echo(escape(line, backslash=False))  # names come from enrolments and receipts
 
 
 @click.command("drift")
