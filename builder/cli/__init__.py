@@ -47,7 +47,7 @@ def main() -> None:
         click.echo("breakglass: error: aborted", err=True)
         sys.exit(1)
     except click.ClickException as e:
-        click.echo(f"breakglass: error: {e.format_message()}", err=True)
+        click.echo(f"breakglass: error: {escape(e.format_message(), backslash=False)}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         click.echo("breakglass: error: interrupted", err=True)
