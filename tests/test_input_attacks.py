@@ -296,3 +296,15 @@ def test_error_lines_stay_one_line(tmp_path: Path) -> None:
     r = hostkit.run("lint", str(spec))
     line = one_error_line(r)
     assert "a\\nb\\x1b[2J" in line
+
+
+def test_a_reason_longer_than_an_audit_line_can_hold_is_refused(image: hostkit.Image) -> None:
+    from builder.request import MAX_REASON
+
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    with pytest.raises(InputError, match=f"reason is longer than {MAX_REASON} characters"):
+        open_request(image.root, now, scope="ssh-emergency", ttl_seconds=600,
+                     reason="x" * (MAX_REASON + 1), requester="dave")  # fmt: skip
+    assert not (image.root / "var/lib/breakglass/requests").exists() or not any(
+        (image.root / "var/lib/breakglass/requests").iterdir()
+    )
