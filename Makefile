@@ -10,7 +10,7 @@ SIGN_KEY ?= examples/keys/release
 # git does not keep file modes, and ssh-keygen refuses a private key others can read
 DEMO_PRIVATE := examples/keys/alice examples/keys/bob examples/keys/carol examples/keys/release
 
-.PHONY: demo test test-e2e fuzz lint tools bench clean
+.PHONY: demo test test-e2e fuzz lint tools bench clean mutate mutate-ci
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -45,8 +45,16 @@ test-e2e: $(VENV)/.installed tools
 	@chmod 600 $(DEMO_PRIVATE)
 	$(VENV)/bin/pytest -q -m e2e
 
+# mutation testing of the security core (tests/mutation.toml); MODULES=builder/x.py for a subset
+mutate: $(VENV)/.installed tools
+	$(PY) scripts/mutate.py $(MODULES)
+
+# what CI runs: the [ci] modules of tests/mutation.toml, each held to its floor
+mutate-ci: $(VENV)/.installed tools
+	$(PY) scripts/mutate.py --ci
+
 bench: $(VENV)/.installed tools
 	for b in bench/*.py; do $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(DIST) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(DIST) .pytest_cache .mypy_cache .ruff_cache build/mutation

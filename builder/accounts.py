@@ -3,7 +3,9 @@
 The OCI path cannot run ``useradd`` in an image, so the payload layer carries
 ``etc/passwd``, ``etc/shadow`` and ``etc/group`` as the base has them plus
 one line each per emergency user: a locked password (``!``), no standing
-keys (sshd asks ``breakglass host authorized-keys``), a home directory. The
+keys (sshd asks ``breakglass host authorized-keys``), a home directory; and
+the account ``breakglass-akc`` (locked, no home, ``nologin``) as which sshd
+runs that command. The
 lines are derived only from the base and the spec, so builds stay
 reproducible. The Packer path creates the same accounts with the pyinfra
 deploy instead.
@@ -19,6 +21,7 @@ from builder.payload import PayloadFile
 
 ACCOUNT_FILES = {"etc/passwd": 0o644, "etc/group": 0o644, "etc/shadow": 0o640}
 FIRST_UID = 990  # system-account range, below Debian's 1000 for people
+AKC_USER = "breakglass-akc"  # sshd's AuthorizedKeysCommandUser (and its group)
 SHADOW_GROUP = "shadow"
 
 
@@ -64,6 +67,17 @@ def emergency_accounts(
         group.append([name, "x", str(uid), ""])
         shadow.append([name, "!", str(days), "0", "99999", "7", "", "", ""])
         accounts.append(Account(name, uid, home))
+    # sshd runs `breakglass host authorized-keys` as this account, not as root: it can read the
+    # activation grant (group breakglass-akc) and the public manifest, nothing else
+    if AKC_USER in existing:
+        raise InputError(f"account '{AKC_USER}' already exists in the base image")
+    uid = FIRST_UID
+    while uid in taken_uids or uid in taken_gids:
+        uid -= 1
+    passwd.append([AKC_USER, "x", str(uid), str(uid), "breakglass AuthorizedKeysCommandUser",
+                   "/nonexistent", "/usr/sbin/nologin"])  # fmt: skip
+    group.append([AKC_USER, "x", str(uid), ""])
+    shadow.append([AKC_USER, "!", str(days), "0", "99999", "7", "", "", ""])
     files = (
         PayloadFile("etc/passwd", _join(passwd), ACCOUNT_FILES["etc/passwd"]),
         PayloadFile("etc/group", _join(group), ACCOUNT_FILES["etc/group"]),

@@ -38,6 +38,7 @@ CAPS = {
     "audit head": 4 * KIB,
     "receipt": 64 * KIB,
     "check-in": 64 * KIB,
+    "activation grant": 64 * KIB,
 }
 MAX_DEPTH = 32  # our deepest format (a manifest) nests 5 levels; spec ``vars`` get the rest
 MAX_NODES = 200_000  # also stops YAML alias expansion ("billion laughs") in a tree walk

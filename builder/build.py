@@ -132,8 +132,13 @@ def plan(
     backend: str = "oci",
     artifacts: tuple[str, ...] = (),
     extra_files: tuple[PayloadFile, ...] = (),
+    drill: bool = False,
 ) -> BuildPlan:
-    """Compute the payload and the manifest of ``spec``. Raises InputError; writes nothing."""
+    """Compute the payload and the manifest of ``spec``. Raises InputError; writes nothing.
+
+    ``drill`` marks the manifest ``image.drill: true`` (signed like the rest): only such an
+    image honours the drills' unsafe frozen clock. No spec field sets it; the drill does.
+    """
     bundle, bundle_bytes = load_bundle(spec)
     rendered = render_all(spec, bundle).files
     system = {
@@ -177,7 +182,7 @@ def plan(
         "base": None if base is None else {"layout": base.name, "tag": base_tag},
         "artifacts": list(artifacts),
     }
-    manifest = canonical.dumps(compose(spec, bundle, tuple(files), provenance))
+    manifest = canonical.dumps(compose(spec, bundle, tuple(files), provenance, drill=drill))
     all_files = tuple(sorted([*files, PayloadFile(MANIFEST_PATH, manifest)]))
     return BuildPlan(spec, all_files, dirs, owners, manifest, epoch, base, base_tag)
 

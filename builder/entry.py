@@ -23,6 +23,11 @@ def main() -> None:
             code = None
         if code is not None:
             sys.exit(code)
+    if sys.argv[1:2] == ["fleet"]:
+        # pyinfra's parallel SSH runs on gevent: patch before anything imports socket or threading
+        from gevent import monkey
+
+        monkey.patch_all()
     from builder.cli import main as cli_main
 
     cli_main()

@@ -28,13 +28,23 @@ def compose(
     bundle: SealedBundle,
     files: tuple[PayloadFile, ...],
     provenance: dict[str, Any],
+    *,
+    drill: bool = False,
 ) -> dict[str, Any]:
-    """The manifest document for an image whose payload (manifest excluded) is ``files``."""
+    """The manifest document for an image whose payload (manifest excluded) is ``files``.
+
+    A drill build carries ``image.drill: true``; other manifests have no such key.
+    """
     bundle_file = next(f for f in files if f.path == BUNDLE_PATH)
     sealed = {s.name: s for s in bundle.scopes}
     return {
         "format": FORMAT,
-        "image": {"name": spec.name, "version": spec.version, "description": spec.description},
+        "image": {
+            "name": spec.name,
+            "version": spec.version,
+            "description": spec.description,
+            **({"drill": True} if drill else {}),
+        },
         "files": {
             f.path: {"digest": f.digest, "mode": f.mode, "uid": f.uid, "gid": f.gid} for f in files
         },

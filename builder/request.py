@@ -27,8 +27,9 @@ APPROVAL_FORMAT = "breakglass-approval/1"
 REQUEST_ARMOR = "BREAKGLASS-REQUEST-1:"
 APPROVAL_ARMOR = "BREAKGLASS-APPROVAL-1:"
 
-_ID = re.compile(r"^[0-9a-f]{32}$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# \Z, not $: "$" also matches before a final newline, which would let "dave\n" pass as a name
+_ID = re.compile(r"^[0-9a-f]{32}\Z")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 # a reason is audited on one line, and an audit line has a cap (builder.bounded)
 MAX_REASON = 2000
 

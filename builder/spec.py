@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from builder import canonical, duration
+from builder.enrol_targets import EnrolTarget, parse_targets
 from builder.errors import InputError
 from builder.policy import Approver, Policy, parse_approvers, parse_policy
 from builder.sudo_policy import shell_escape
@@ -48,6 +49,8 @@ class Credential:
     generate: bool
     from_file: str | None = None
     from_env: str | None = None
+    # where the fleet must accept the public part (``builder.enrol_targets``); not in the manifest
+    enrol: tuple[EnrolTarget, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -251,7 +254,9 @@ def _credentials(node: Node, scopes: tuple[Scope, ...]) -> tuple[Credential, ...
     scope_names = {s.name for s in scopes}
     for item in node.items("credentials"):
         item.mapping(
-            "a credential", {"name", "scope", "generate", "from_file", "from_env", "kind"}, {"name"}
+            "a credential",
+            {"name", "scope", "generate", "from_file", "from_env", "kind", "enrol"},
+            {"name"},
         )
         name = node_name(item.get("name"), "credential name")
         unique(item.get("name"), seen, name, "credential")
@@ -276,7 +281,7 @@ def _credentials(node: Node, scopes: tuple[Scope, ...]) -> tuple[Credential, ...
                 raise item.get("generate").error(
                     f"cannot generate '{kind}' (want one of {', '.join(GENERATED_KINDS)})"
                 )
-            out.append(Credential(name, scope, kind, True))
+            out.append(Credential(name, scope, kind, True, enrol=_enrol(item, name)))
             continue
         kind = item.get("kind").text("kind") if item.has("kind") else "opaque"
         if kind not in SUPPLIED_KINDS:
@@ -292,9 +297,14 @@ def _credentials(node: Node, scopes: tuple[Scope, ...]) -> tuple[Credential, ...
                 False,
                 from_file=value if source == "from_file" else None,
                 from_env=value if source == "from_env" else None,
+                enrol=_enrol(item, name),
             )
         )
     return tuple(out)
+
+
+def _enrol(item: Node, name: str) -> tuple[EnrolTarget, ...]:
+    return parse_targets(item.get("enrol"), name) if item.has("enrol") else ()
 
 
 def _agents(node: Node, scopes: tuple[Scope, ...]) -> tuple[Agent, ...]:

@@ -14,6 +14,7 @@ declare -A want=(
   [bwrap]=bubblewrap
   [visudo]=sudo
   [chromium]=chromium
+  [faketime]=faketime
 )
 missing=()
 for cmd in "${!want[@]}"; do

@@ -36,6 +36,7 @@ from builder.errors import BreakglassError
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 11, 29, 19, 0, tzinfo=UTC)
+BOOT = ("0f0e0d0c-0b0a-0908-0706-050403020100", 1000)
 ARMOR = "-----BEGIN AGE ENCRYPTED FILE-----\nYWdlLWVuY3J5cHRpb24ub3Jn\n-----END AGE ENCRYPTED FILE-----\n"
 AGE_RECIPIENT = "age1y4x56c2gc2m7cetlpaunlr83d6w6qjae63wrvuk70uyp69g76ems6ucxcu"
 
@@ -102,11 +103,14 @@ def _state_docs() -> list[dict[str, Any]]:
         NOW,
         NOW + timedelta(minutes=15),
         ("run/breakglass/ssh-emergency/emergency-ssh-key",),
+        BOOT[0],
+        BOOT[1],
     )
     return [
         HostState().to_dict(),
         HostState("PENDING", pending=pending).to_dict(),
         HostState("ACTIVE", active=active, burned={"ssh-emergency": "0" * 32}).to_dict(),
+        active.to_dict(),  # the activation grant holds the active record
     ]
 
 
@@ -411,13 +415,17 @@ def _enrolment_target(scratch: Scratch) -> Callable[[bytes, int], None]:
 
 
 def _state_target(scratch: Scratch) -> Callable[[bytes, int], None]:
-    from builder.host import state
-    from builder.host.authorized_keys import _quiet
+    from builder.host import grant, state
+    from builder.host.authorized_keys import _quiet, open_scope
 
     def run(data: bytes, n: int) -> None:
         if n % 32 == 0:
+            # the same bytes as the state file and as the activation grant (the sshd path)
             scratch.write("var/lib/breakglass/state.json", data)
-            _quiet(scratch.root, NOW)
+            scratch.write("run/breakglass/.grant.json", data)
+            _quiet(scratch.root, NOW, BOOT)
+            open_scope(scratch.root, NOW, BOOT)
+            grant.read(scratch.root)
             state.active_scope(scratch.root, NOW)
             state.load(scratch.root)
         else:

@@ -25,6 +25,7 @@ PYTHON = str(REPO / ".venv/bin/python") if (REPO / ".venv/bin/python").exists() 
 APPROVERS = ("alice", "bob", "carol")
 REQUESTER = "dave"
 EMERGENCY_USER = "breakglass"
+TWO_OF_THREE = "  threshold: 2\n"
 
 
 @dataclass(frozen=True)
@@ -73,11 +74,15 @@ def make_keys(
 
 
 def _spec_text(
-    keys: dict[str, ApproverKeys], emergency_user: str, on_activate: list[str] | None
+    keys: dict[str, ApproverKeys],
+    emergency_user: str,
+    on_activate: list[str] | None,
+    approvers_in_spec: tuple[str, ...],
+    quorum: str,
 ) -> str:
     approvers = "".join(
         f"  - name: {n}\n    recipient: {keys[n].recipient}\n    signing_key: {keys[n].signing_pub}\n"
-        for n in APPROVERS
+        for n in approvers_in_spec
     )
     hook = f"  on_activate: {json.dumps(on_activate)}\n" if on_activate else ""
     return f"""name: hostkit
@@ -86,8 +91,7 @@ description: host runtime test image
 templates: {REPO / "templates"}
 approvers:
 {approvers}policy:
-  threshold: 2
-  max_ttl: 4h
+{quorum}  max_ttl: 4h
   request_lifetime: 30m
   rotate_every: 90d
 {hook}scopes:
@@ -126,8 +130,14 @@ def build_image(
     *,
     emergency_user: str = EMERGENCY_USER,
     on_activate: list[str] | None = None,
+    approvers: tuple[str, ...] = APPROVERS,
+    quorum: str = TWO_OF_THREE,
 ) -> Image:
-    """Seal and build a 2-of-3 image and unpack its payload into ``workdir/root``."""
+    """Seal and build an image and unpack its payload into ``workdir/root``.
+
+    By default 2 of ``APPROVERS``; ``quorum`` is the policy's quorum lines
+    (``threshold:`` or ``groups:`` and ``group_threshold:``, indented two spaces).
+    """
     from builder.build import plan
     from builder.seal import seal
     from builder.spec import load_spec
@@ -135,7 +145,7 @@ def build_image(
     src = workdir / "src"
     src.mkdir(parents=True)
     spec_path = src / "hostkit.yaml"
-    spec_path.write_text(_spec_text(keys, emergency_user, on_activate))
+    spec_path.write_text(_spec_text(keys, emergency_user, on_activate, approvers, quorum))
     spec = load_spec(spec_path)
     seal(spec, dt.datetime.now(dt.UTC), rotate=False)
     built = plan(spec)
@@ -180,18 +190,21 @@ def approve(request_file: Path, keys: ApproverKeys, out: Path) -> subprocess.Com
 
 
 def plaintext_files(root: Path) -> list[str]:
-    """Every file under run/breakglass/ except a pending request's ephemeral identity."""
+    """Every file under run/breakglass/ except a pending request's ephemeral identity and the
+    activation grant (neither is a credential)."""
     runtime = root / "run/breakglass"
     if not runtime.exists():
         return []
     return sorted(
         str(p.relative_to(root))
         for p in runtime.rglob("*")
-        if p.is_file() and not p.name.startswith(".request-")
+        if p.is_file() and not p.name.startswith(".request-") and p.name != ".grant.json"
     )
 
 
 _CACHE: dict[str, Image] = {}
+# holds real keys but is named in no image's policy
+OUTSIDERS = ("mallory",)
 
 
 def shared_image(variant: str = "default", **kwargs: object) -> Image:
@@ -202,7 +215,9 @@ def shared_image(variant: str = "default", **kwargs: object) -> Image:
 
         work = Path(tempfile.mkdtemp(prefix="breakglass-hostkit-"))
         atexit.register(shutil.rmtree, work, True)
-        keys = make_keys(work / "keys")
+        names = kwargs.get("approvers", APPROVERS)
+        assert isinstance(names, tuple)
+        keys = make_keys(work / "keys", tuple(dict.fromkeys((*names, REQUESTER, *OUTSIDERS))))
         _CACHE[variant] = build_image(work / "build", keys, **kwargs)  # type: ignore[arg-type]
     return _CACHE[variant]
 
@@ -217,3 +232,45 @@ def lib_approve(request: object, keys: ApproverKeys, now: dt.datetime) -> str:
         request, approver=keys.name, identity=keys.identity, signing_key=keys.signing_key, now=now
     )
     return approval.armored()
+
+
+def signed_approval(
+    request: object,
+    signer: ApproverKeys,
+    now: dt.datetime,
+    *,
+    approver: str | None = None,
+    share: str | None = None,
+    **fields: object,
+) -> str:
+    """An approval that ``approve`` would refuse to make, yet really signed with ``signer``'s key.
+
+    The share is the signer's own, decrypted with their age identity and
+    re-encrypted to the request; ``share`` replaces it (for an approver who
+    holds none), ``fields`` replace any other field before signing. This is
+    what a dishonest or patched approver's tool can produce.
+    """
+    from dataclasses import replace
+
+    from builder import sshsig
+    from builder.request import Approval, UnsealRequest
+
+    assert isinstance(request, UnsealRequest)
+    name = approver or signer.name
+    if share is None:
+        plain = agecrypt.decrypt(
+            request.shares[signer.name], agecrypt.load_identities(signer.identity), what="share"
+        )
+        share = agecrypt.encrypt(plain, [request.ephemeral_recipient])
+    unsigned = Approval(
+        request_id=request.id,
+        request_digest=request.digest,
+        approver=name,
+        approved_at=now,
+        not_after=request.not_after,
+        share=share,
+        signature="",
+    )
+    unsigned = replace(unsigned, **fields)  # type: ignore[arg-type]
+    signature = sshsig.sign(unsigned.signed_bytes(), signer.signing_key, sshsig.APPROVAL_NAMESPACE)
+    return replace(unsigned, signature=signature).armored()

@@ -8,11 +8,13 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from builder.canonical import dumps
 from builder.drill import agent
 from builder.drill.standins import IdentityProvider, ProtectedService
 from builder.host import state
@@ -69,7 +71,8 @@ def activate(root: Path, token: str, expires: datetime) -> None:
     (run / SCOPE).mkdir()
     (run / SCOPE / "deploy-token").write_text(token)
     files = (f"run/breakglass/{SCOPE}/deploy-token", f"run/breakglass/agents/{NAME}/agent.toml")
-    window = Active("0" * 32, SCOPE, expires - timedelta(minutes=10), expires, files)
+    window = Active("0" * 32, SCOPE, expires - timedelta(minutes=10), expires, files, "boot", 1)
+    (run / ".grant.json").write_bytes(dumps(window.to_dict()))  # the unseal's proof
     state.save(root, HostState(phase=ACTIVE, active=window))
 
 
@@ -148,6 +151,26 @@ def test_active_state_without_overlay_takes_normal_route(
     assert outcome.ok and outcome.route == "normal"
     assert agent.active_scope(tmp_path) == SCOPE
     (tmp_path / "var/lib/breakglass/state.json").write_text("{not json")
+    assert agent.active_scope(tmp_path) is None
+
+
+def test_hand_written_active_state_takes_normal_route(
+    tmp_path: Path, world: tuple[IdentityProvider, ProtectedService], token: str
+) -> None:
+    # a state file written by hand, without the grant only an unseal leaves in run/, opens nothing
+    idp, service = world
+    install(tmp_path, idp, service, service.breakglass_url)
+    activate(tmp_path, token, NOW + timedelta(minutes=5))
+    assert agent.active_scope(tmp_path) == SCOPE
+    (tmp_path / "run/breakglass/.grant.json").unlink()
+    assert agent.active_scope(tmp_path) is None
+    outcome = agent.run(tmp_path, NAME, "agent.toml")
+    assert outcome.route == "normal"
+    activate_again = state.load(tmp_path)
+    assert activate_again.active is not None
+    stretched = replace(activate_again.active, expires_at=NOW + timedelta(days=365))
+    (tmp_path / "run/breakglass/.grant.json").write_bytes(dumps(activate_again.active.to_dict()))
+    state.save(tmp_path, replace(activate_again, active=stretched))
     assert agent.active_scope(tmp_path) is None
 
 

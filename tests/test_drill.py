@@ -234,6 +234,10 @@ def test_sshd_wrapper_gives_authorized_keys_the_host_env(tmp_path: Path) -> None
 
     sshd = LoopbackSshd(tmp_path / "root", tmp_path / "w", ("breakglass",))
     (tmp_path / "w/bin").mkdir(parents=True)
+    # a drill image's manifest: only such an image honours (and so announces) the frozen clock
+    manifest = tmp_path / "root/etc/breakglass/manifest.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text('{"image":{"drill":true}}')
     wrapper = tmp_path / "w/bin/breakglass"
     argv = [str(wrapper), "host", "authorized-keys", "breakglass"]
     for env, warning in (({}, False), ({FROZEN_ENV: "2026-11-29T19:00:00Z"}, True)):

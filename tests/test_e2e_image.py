@@ -155,7 +155,7 @@ def test_image_sshd_accepts_the_rendered_dropin(root: Path) -> None:
     assert emergency.returncode == 0, emergency.stderr
     settings = emergency.stdout.splitlines()
     assert f"authorizedkeyscommand {BREAKGLASS} host authorized-keys %u" in settings
-    assert "authorizedkeyscommanduser root" in settings
+    assert "authorizedkeyscommanduser breakglass-akc" in settings
     assert "authorizedkeysfile none" in settings and "passwordauthentication no" in settings
     other = in_image(root, "/usr/sbin/sshd", "-T", "-C", f"user=root,{conn}")
     assert "authorizedkeyscommand none" in other.stdout.splitlines()
@@ -181,6 +181,14 @@ def test_emergency_account_exists_and_is_locked(root: Path) -> None:
     locked = in_image(root, "passwd", "-S", EMERGENCY_USER)
     assert locked.returncode == 0, locked.stderr
     assert locked.stdout.split()[:2] == [EMERGENCY_USER, "L"]
+    # sshd's AuthorizedKeysCommandUser: its own group, locked, no login shell, no home
+    akc = passwd_entry(root, "breakglass-akc")
+    assert akc is not None and akc[6] == "/usr/sbin/nologin" and akc[5] == "/nonexistent"
+    assert passwd_entry(root, "breakglass-akc", "group") is not None
+    assert in_image(root, "passwd", "-S", "breakglass-akc").stdout.split()[:2] == [
+        "breakglass-akc",
+        "L",
+    ]
 
 
 def _request(root: Path, work: Path, ttl: str) -> tuple[str, Path]:
@@ -215,7 +223,7 @@ def _plaintext(root: Path) -> list[str]:
     return sorted(
         str(p.relative_to(root))
         for p in runtime.rglob("*")
-        if p.is_file() and not p.name.startswith(".request-")
+        if p.is_file() and not p.name.startswith(".request-") and p.name != ".grant.json"
     )
 
 
@@ -242,6 +250,13 @@ def test_request_approve_unseal_reseal_expire_with_the_image_sshd(
         assert _host(root, "status")["state"] == "ACTIVE"
         in_root = root / KEY_IN_IMAGE
         assert stat.S_IMODE(in_root.stat().st_mode) == 0o600 and in_root.stat().st_uid == 0
+        # sshd's breakglass-akc may open the grant by name, nothing else under run/breakglass
+        akc_group = passwd_entry(root, "breakglass-akc", "group")
+        assert akc_group is not None
+        runtime = (root / "run/breakglass").stat()
+        assert (stat.S_IMODE(runtime.st_mode), runtime.st_gid) == (0o710, int(akc_group[2]))
+        grant = (root / "run/breakglass/.grant.json").stat()
+        assert (stat.S_IMODE(grant.st_mode), grant.st_gid) == (0o640, int(akc_group[2]))
         key = tmp_path / "id_emergency"
         shutil.copy(in_root, key)
         key.chmod(0o600)
@@ -270,6 +285,9 @@ def test_request_approve_unseal_reseal_expire_with_the_image_sshd(
         time.sleep(max(0.0, left) + 1.5)
         assert _denied(ssh_login(port, key))  # expired
 
+    # sshd's command runs as the unprivileged breakglass-akc and only refuses; wiping is the
+    # timer's job (and any host command's)
+    assert _host(root, "tick")["state"] == "DORMANT"
     assert _plaintext(root) == []
     status = _host(root, "status")
     assert status["state"] == "DORMANT" and "ssh-emergency" in status["burned"]

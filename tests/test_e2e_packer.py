@@ -124,6 +124,12 @@ def test_packer_build_provisions_a_debian_chroot_and_verifies(
     assert not (home / ".ssh/authorized_keys").exists()
     locked = in_image(rootfs, "passwd", "-S", EMERGENCY_USER)
     assert locked.stdout.split()[:2] == [EMERGENCY_USER, "L"], locked.stderr
+    # sshd's AuthorizedKeysCommandUser, as the OCI path writes it: locked, no login shell
+    akc = passwd_entry(rootfs, "breakglass-akc")
+    assert akc is not None and akc[6] == "/usr/sbin/nologin" and int(akc[2]) < 1000
+    assert passwd_entry(rootfs, "breakglass-akc", "group") is not None
+    akc_locked = in_image(rootfs, "passwd", "-S", "breakglass-akc").stdout.split()[:2]
+    assert akc_locked == ["breakglass-akc", "L"]
     # the provisioned rootfs runs its own host runtime
     status = in_image(rootfs, "/usr/local/bin/breakglass", "host", "status", "--json")
     assert status.returncode == 0, status.stderr

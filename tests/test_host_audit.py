@@ -18,6 +18,9 @@ T0 = dt.datetime(2026, 11, 29, 19, 0, 0, tzinfo=dt.UTC)
 @pytest.fixture
 def log(tmp_path: Path) -> Layout:
     layout = Layout(tmp_path)
+    # host commands refuse a root without an image manifest; the log tests need only its presence
+    layout.manifest.parent.mkdir(parents=True)
+    layout.manifest.write_text("{}")
     for n in range(6):
         audit.append(layout, T0 + dt.timedelta(seconds=n), "test-event", request_id="r" * 32,
                      details={"n": n}, who="tester")  # fmt: skip

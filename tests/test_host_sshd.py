@@ -1,9 +1,13 @@
 """A real OpenSSH sshd asks ``host authorized-keys``: no login while DORMANT, login while ACTIVE,
 none after expiry.
 
-Needs root (sshd, a temporary local account). The emergency account
-``breakglass`` is created for the test when it does not exist, and removed
-afterwards; the privilege-separation directory ``/run/sshd`` is created if missing.
+Needs root (sshd, temporary local accounts). The emergency account
+``breakglass`` and the unprivileged ``AuthorizedKeysCommandUser``
+``breakglass-akc`` are created for the test when they do not exist, and
+removed afterwards; the privilege-separation directory ``/run/sshd`` is
+created if missing. The image root lives under ``/run`` (a tmpfs, as on a
+host) so that the AKC account can reach it; the command runs with the system
+``python3``, as on an image with an OS.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import contextlib
 import datetime as dt
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -58,16 +63,22 @@ def _sshd(root: Path) -> Iterator[int]:
     sshd = require_tool("sshd")
     # AuthorizedKeysCommand must sit on a root-owned path that nobody else can write (not /tmp)
     work = Path(tempfile.mkdtemp(prefix="breakglass-sshd-", dir="/run"))
+    work.chmod(0o755)  # the AKC account runs the wrapper in it
     try:
         subprocess.run(
             ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(work / "host_key")],
             check=True,
         )
         wrapper = work / "breakglass"
-        wrapper.write_text(f'#!/bin/sh\nexec {hostkit.PYTHON} -m builder "$@" --root {root}\n')
+        # the system python3 (the venv's interpreter may sit under /root, which the AKC user
+        # cannot enter); the fast path needs nothing outside the standard library
+        wrapper.write_text(
+            f'#!/bin/sh\nPYTHONPATH={hostkit.REPO} exec /usr/bin/python3 -m builder "$@" --root {root}\n'
+        )
         wrapper.chmod(0o755)
         dropin = (root / "etc/ssh/sshd_config.d/50-breakglass.conf").read_text()
         assert "AuthorizedKeysCommand /usr/local/bin/breakglass host authorized-keys %u" in dropin
+        assert "AuthorizedKeysCommandUser breakglass-akc" in dropin
         (work / "50-breakglass.conf").write_text(
             dropin.replace("/usr/local/bin/breakglass", str(wrapper))
         )
@@ -100,6 +111,40 @@ def _sshd(root: Path) -> Iterator[int]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _akc_account() -> Iterator[None]:
+    import pwd
+
+    try:
+        pwd.getpwnam("breakglass-akc")
+        created = False
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir",
+                        "/nonexistent", "--shell", "/usr/sbin/nologin", "breakglass-akc"], check=True)  # fmt: skip
+        created = True
+    try:
+        yield
+    finally:
+        if created:
+            subprocess.run(["userdel", "breakglass-akc"], check=False, capture_output=True)
+
+
+@contextlib.contextmanager
+def _run_dir() -> Iterator[Path]:
+    """A directory under /run that other users may enter (tmp_path under /tmp is root's alone)."""
+    d = Path(tempfile.mkdtemp(prefix="breakglass-host-", dir="/run"))
+    try:
+        d.chmod(0o755)
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _as_akc(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["runuser", "-u", "breakglass-akc", "--", *argv],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+
+
 def _login(port: int, key: Path, user: str) -> int:
     return subprocess.run(
         [
@@ -123,9 +168,14 @@ def _activate(image: hostkit.Image, ttl: int) -> None:
 
 
 def test_sshd_admits_the_emergency_key_only_while_active(tmp_path: Path) -> None:
-    require_root("to run sshd and add a local account")
+    require_root("to run sshd and add local accounts")
     require_tool("ssh")
-    image = hostkit.clone(hostkit.shared_image(), tmp_path / "root")
+    require_tool("runuser")
+    with _akc_account(), _run_dir() as run_dir:
+        _sshd_flow(hostkit.clone(hostkit.shared_image(), run_dir / "root"), tmp_path)
+
+
+def _sshd_flow(image: hostkit.Image, tmp_path: Path) -> None:
     user = image.emergency_user
     # the responder's copy of the key, taken during an earlier window
     _activate(image, 600)
@@ -138,6 +188,19 @@ def test_sshd_admits_the_emergency_key_only_while_active(tmp_path: Path) -> None
         _activate(image, 4)
         activated = time.monotonic()
         assert _login(port, key, user) == 0  # ACTIVE
+        # the AKC account reads the grant, and nothing that is secret
+        runtime = image.root / "run/breakglass"
+        assert f"{stat.S_IMODE(runtime.stat().st_mode):04o}" == "0710"
+        assert _as_akc("cat", str(runtime / ".grant.json")).returncode == 0
+        for secret in (
+            runtime / "ssh-emergency/emergency-ssh-key",
+            image.root / "var/lib/breakglass/state.json",
+        ):
+            assert _as_akc("cat", str(secret)).returncode != 0, secret
+        assert _as_akc("ls", str(runtime)).returncode != 0
         time.sleep(max(0.0, 4.5 - (time.monotonic() - activated)))
         assert _login(port, key, user) != 0  # expired, no timer
+    # the AKC account cannot settle the host: the timer's tick wipes the plaintext
+    assert hostkit.plaintext_files(image.root) != []
+    assert hostkit.run("host", "tick", "--root", str(image.root)).returncode == 0
     assert hostkit.plaintext_files(image.root) == []

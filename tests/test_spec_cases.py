@@ -13,12 +13,14 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from builder.canonical import dumps
 from builder.errors import InputError
 from builder.seal import seal_spec
 from builder.spec import load_spec
@@ -26,6 +28,7 @@ from tests.conftest import ROOT
 
 CASES_DIR = ROOT / "tests" / "cases" / "specs"
 CASES = sorted(CASES_DIR.glob("*.yaml"))
+ACCEPTED = sorted((CASES_DIR / "accepted").glob("*.yaml"))
 NOW = dt.datetime(2026, 11, 29, 19, 0, tzinfo=dt.UTC)
 
 
@@ -36,6 +39,7 @@ class Case:
     expect: str
     where: str  # "images/NAME.yaml:LINE:COL" or "templates/PATH:LINE"
     hint: str | None
+    verify: str | None = None  # what verify says of a signed manifest with this case's policy
 
 
 def read_case(path: Path) -> Case:
@@ -45,14 +49,14 @@ def read_case(path: Path) -> Case:
         if not line.startswith("#"):
             break
         key, sep, value = line[1:].strip().partition(": ")
-        if sep and key in ("expect", "where", "hint"):
+        if sep and key in ("expect", "where", "hint", "verify", "fewest"):
             header[key] = value.strip()
     assert header.get("expect"), f"{path.name}: header has no '# expect:' line"
     assert header.get("where"), f"{path.name}: header has no '# where:' line"
     where = header["where"]
     if where[0].isdigit():
         where = f"images/{path.name}:{where}"
-    return Case(path.stem, path, header["expect"], where, header.get("hint"))
+    return Case(path.stem, path, header["expect"], where, header.get("hint"), header.get("verify"))
 
 
 def project(case: Case, tmp: Path) -> Path:
@@ -168,3 +172,125 @@ def test_read_case_rejects_a_case_without_expectation(tmp_path: Path) -> None:
     bad.write_text("# no expectation here\nname: example\n")
     with pytest.raises(AssertionError, match="expect"):
         read_case(bad)
+
+
+def test_case_error_in_process() -> None:
+    """The same expectations through ``load_spec`` itself, without a process per case."""
+    for path in CASES:
+        case = read_case(path)
+        if "template" in case.name:
+            continue  # the spec itself loads; the renderer refuses it
+        tmp = Path(tempfile.mkdtemp(prefix="breakglass-case-"))
+        try:
+            spec = project(case, tmp)
+            with pytest.raises(InputError) as err:
+                load_spec(spec)
+            message = err.value.message.replace(f"{tmp}/", "")
+            assert message.startswith(f"{case.where}: "), (case.name, message)
+            assert case.expect in message, (case.name, message)
+            assert (err.value.hint is None) == (case.hint is None), (case.name, err.value.hint)
+            if case.hint is not None:
+                assert case.hint in str(err.value.hint), (case.name, err.value.hint)
+        finally:
+            shutil.rmtree(tmp)
+
+
+def _manifest_policy(case_path: Path) -> dict[str, object]:
+    """The quorum part of a case's policy in the manifest's form, read without validation."""
+    from ruamel.yaml import YAML
+
+    policy = YAML(typ="safe").load(case_path.read_text(encoding="utf-8"))["policy"]
+    return {
+        "group_threshold": policy.get("group_threshold", 1),
+        "groups": [
+            {"name": g["name"], "threshold": g["threshold"], "members": list(g["members"])}
+            for g in policy["groups"]
+        ],
+        "allow_single_approver": bool(policy.get("allow_single_approver", False)),
+    }
+
+
+VERIFY_CASES = [p for p in CASES if read_case(p).verify]
+
+
+def test_verify_cases_exist() -> None:
+    assert VERIFY_CASES, "no case checks verify's policy rule (a '# verify:' header)"
+
+
+@pytest.mark.parametrize("path", VERIFY_CASES, ids=[p.stem for p in VERIFY_CASES])
+def test_verify_refuses_a_signed_manifest_with_the_case_policy(path: Path, tmp_path: Path) -> None:
+    """A release key may sign anything: verify checks the policy itself, after the signature."""
+    import json
+
+    from builder import sshsig
+    from tests import hostkit
+
+    case = read_case(path)
+    manifest = json.loads(
+        (hostkit.shared_image().root / "etc/breakglass/manifest.json").read_bytes()
+    )
+    manifest["policy"].update(_manifest_policy(path))
+    image = tmp_path / "image"
+    image.mkdir()
+    raw = dumps(manifest)
+    (image / "breakglass-manifest.json").write_bytes(raw)
+    key = tmp_path / "release"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    sig = sshsig.sign(raw, key, sshsig.MANIFEST_NAMESPACE)
+    (image / "breakglass-manifest.json.sig").write_text(sig)
+    pub = (tmp_path / "release.pub").read_text().split()
+    signers = tmp_path / "allowed_signers"
+    signers.write_text(f'release namespaces="breakglass-manifest" {pub[0]} {pub[1]}\n')
+    proc = run(tmp_path, "verify", str(image), "--allowed-signers", str(signers))
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr == f"breakglass: error: {case.verify}\n"
+    # the same manifest with the image's own policy passes this check (and fails a later one)
+    manifest["policy"] = json.loads(
+        (hostkit.shared_image().root / "etc/breakglass/manifest.json").read_bytes()
+    )["policy"]
+    raw = dumps(manifest)
+    (image / "breakglass-manifest.json").write_bytes(raw)
+    (image / "breakglass-manifest.json.sig").write_text(
+        sshsig.sign(raw, key, sshsig.MANIFEST_NAMESPACE)
+    )
+    proc = run(tmp_path, "verify", str(image), "--allowed-signers", str(signers))
+    assert proc.returncode != 0 and str(case.verify) not in proc.stderr, proc.stderr
+
+
+def test_accepted_cases_exist() -> None:
+    assert ACCEPTED, f"no case in {CASES_DIR / 'accepted'}"
+
+
+@pytest.mark.parametrize("path", ACCEPTED, ids=[p.stem for p in ACCEPTED])
+def test_accepted_case_lints_builds_and_verifies(
+    path: Path, tmp_path: Path, demo_keys: Path
+) -> None:
+    """A case that keeps the two-person rule: lint, seal, build and verify all pass."""
+    from builder.quorum import fewest
+
+    header = {
+        k: v.strip()
+        for k, _, v in (
+            line[1:].strip().partition(": ")
+            for line in path.read_text().splitlines()
+            if line.startswith("#")
+        )
+    }
+    tmp = tmp_path.resolve()
+    spec = project(Case(path.stem, path, "", "", None), tmp)
+    rel = spec.relative_to(tmp).as_posix()
+    loaded = load_spec(spec)
+    assert fewest(
+        loaded.policy.group_threshold, (g.threshold for g in loaded.policy.groups)
+    ) == int(header["fewest"])
+    lint = run(tmp, "lint", rel)
+    assert lint.returncode == 0, lint.stderr
+    bundle, _ = seal_spec(loaded, NOW)
+    spec.with_name(f"{loaded.name}.sealed.yaml").write_bytes(bundle.to_bytes())
+    build = run(tmp, "build", rel, "--out", "dist", "--sign-key", str(demo_keys / "release"))
+    assert build.returncode == 0, build.stderr
+    (image_dir,) = (tmp / "dist" / loaded.name).iterdir()
+    verify = run(
+        tmp, "verify", str(image_dir), "--allowed-signers", str(demo_keys / "allowed_signers")
+    )
+    assert verify.returncode == 0, verify.stderr

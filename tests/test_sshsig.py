@@ -194,3 +194,66 @@ def test_stock_ssh_keygen_accepts_our_signature(
     # and the same tool refuses what we refuse
     assert run(DATA + b"x", NS).returncode != 0
     assert run(DATA, sshsig.APPROVAL_NAMESPACE).returncode != 0
+
+
+def test_sign_error_names_the_key_and_ssh_keygen_first_line(tmp_path: Path) -> None:
+    require_tool("ssh-keygen")
+    bad = tmp_path / "bad_key"
+    bad.write_text("not a key\n")
+    bad.chmod(0o600)
+    with pytest.raises(InputError) as caught:
+        sshsig.sign(DATA, bad, NS)
+    assert caught.value.message == (
+        f"{bad}: ssh-keygen could not sign (Couldn't load public key {bad}: No such file or directory)"
+    )
+
+
+def test_first_line_of_tool_output() -> None:
+    assert sshsig._first_line(b"") == "no message"
+    assert sshsig._first_line(b" \n\n") == "no message"
+    assert sshsig._first_line(b"  first\nsecond\n") == "first"
+    assert sshsig._first_line(b"x" * 200) == "x" * 160
+    assert sshsig._first_line(b"bad \xff byte") == "bad \ufffd byte"
+
+
+def test_verify_without_identity_finds_each_signer(
+    alice: tuple[Path, str], mallory: tuple[Path, str], signature: str
+) -> None:
+    by_mallory = sshsig.sign(DATA, mallory[0], NS)
+    signers = {"alice": alice[1], "mallory": mallory[1]}
+    assert sshsig.verify(DATA, by_mallory, signers, NS) == "mallory"
+    assert sshsig.verify(DATA, signature, signers, NS) == "alice"
+    allowed = f'alice namespaces="{NS}" {alice[1]}\n'
+    assert sshsig.verify_allowed_signers(DATA, signature, allowed, NS) == "alice"
+    with pytest.raises(CheckFailed, match="does not verify against the trusted keys"):
+        sshsig.verify_allowed_signers(DATA, by_mallory, allowed, NS)
+    with pytest.raises(CheckFailed, match="allowed signers list is empty"):
+        sshsig.verify_allowed_signers(DATA, signature, " \n", NS)
+
+
+WORD_RULE = "must be letters, digits and . _ @ + - (no spaces, quotes or patterns)"
+
+
+def test_unsafe_names_are_refused_by_what_they_are(alice: tuple[Path, str], signature: str) -> None:
+    with pytest.raises(InputError) as caught:
+        sshsig.verify(DATA, signature, {"alice": alice[1]}, "name space")
+    assert caught.value.message == f"namespace {WORD_RULE}"
+    with pytest.raises(InputError) as caught:
+        sshsig.verify(DATA, signature, {"alice": alice[1]}, NS, identity="al*")
+    assert caught.value.message == f"signer name {WORD_RULE}"
+    with pytest.raises(InputError) as caught:
+        sshsig.verify(DATA, signature, {"al ice": alice[1]}, NS)
+    assert caught.value.message == f"signer name {WORD_RULE}"
+
+
+def test_verification_prints_nothing(
+    alice: tuple[Path, str], mallory: tuple[Path, str], signature: str,
+    capfd: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    capfd.readouterr()
+    signers = {"alice": alice[1], "mallory": mallory[1]}
+    assert sshsig.verify(DATA, signature, signers, NS) == "alice"
+    assert sshsig.verify(DATA, signature, signers, NS, identity="alice") == "alice"
+    with pytest.raises(CheckFailed):
+        sshsig.verify(DATA, signature, signers, NS, identity="mallory")
+    assert capfd.readouterr() == ("", "")

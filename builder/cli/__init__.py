@@ -10,7 +10,7 @@ import sys
 import click
 
 from builder import __version__
-from builder.cli import approve, base, build, drill, host
+from builder.cli import approve, base, build, drill, fleet, host
 from builder.display import escape
 from builder.errors import BreakglassError
 
@@ -28,6 +28,7 @@ approve.register(cli)
 host.register(cli)
 drill.register(cli)
 base.register(cli)
+fleet.register(cli)
 
 
 def main() -> None:

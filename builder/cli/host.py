@@ -18,10 +18,10 @@ import click
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _now() -> datetime:
+def _now(root: Path) -> datetime:
     from builder.host import clock
 
-    return clock.now()
+    return clock.now(root)
 
 
 def _common(f: F) -> F:
@@ -51,7 +51,7 @@ def status_cmd(root: Path, as_json: bool) -> None:
     """Show DORMANT / PENDING / ACTIVE, burned scopes and the image (expiry is applied first)."""
     from builder.host.status import describe, render
 
-    doc = describe(root, _now())
+    doc = describe(root, _now(root))
     _out(as_json, doc, render(doc))
 
 
@@ -74,7 +74,7 @@ def request_cmd(
     from builder.host.request import open_request
 
     request = open_request(
-        root, _now(), scope=scope, ttl_seconds=parse(ttl), reason=reason, requester=requester
+        root, _now(root), scope=scope, ttl_seconds=parse(ttl), reason=reason, requester=requester
     )
     stored = Layout(root).request_file(request.id)
     if out is not None:
@@ -101,7 +101,7 @@ def unseal_cmd(request_id: str, approvals: tuple[str, ...], root: Path, as_json:
     from builder.host.unseal import unseal
     from builder.request import format_time
 
-    result = unseal(root, _now(), request_id, list(approvals))
+    result = unseal(root, _now(root), request_id, list(approvals))
     expires = format_time(result.expires_at) if result.expires_at else None
     doc = {
         "state": result.phase, "request_id": result.request_id, "scope": result.scope,
@@ -121,7 +121,7 @@ def reseal_cmd(root: Path, as_json: bool) -> None:
     """Close the window now: wipe plaintext, restore the dormant config, return to DORMANT."""
     from builder.host.expire import reseal, session
 
-    now = _now()
+    now = _now(root)
     with session(root, now) as (layout, current):
         before = current.phase
         if before != "DORMANT":
@@ -136,7 +136,7 @@ def tick_cmd(root: Path, as_json: bool) -> None:
     """Apply expiry and crash recovery (run by the systemd timer)."""
     from builder.host.expire import session
 
-    with session(root, _now()) as (_layout, current):
+    with session(root, _now(root)) as (_layout, current):
         phase = current.phase
     _out(as_json, {"state": phase}, phase)
 
@@ -148,7 +148,7 @@ def authorized_keys_cmd(user: str, root: Path, as_json: bool) -> None:
     """For sshd's AuthorizedKeysCommand: USER's key while its scope is open, else nothing."""
     from builder.host.authorized_keys import authorized_keys, emit
 
-    emit(authorized_keys(root, user, _now()), user, as_json)
+    emit(authorized_keys(root, user, _now(root)), user, as_json)
 
 
 @host.group("audit")
@@ -162,8 +162,9 @@ def audit_group() -> None:
 def audit_verify_cmd(expect_head: str | None, root: Path, as_json: bool) -> None:
     """Check the chain; report the first bad line; print the head hash."""
     from builder.host import audit
-    from builder.host.layout import Layout
+    from builder.host.layout import Layout, require_image
 
+    require_image(root)
     result = audit.verify(Layout(root), expect_head=expect_head)
     _out(
         as_json,
@@ -177,8 +178,9 @@ def audit_verify_cmd(expect_head: str | None, root: Path, as_json: bool) -> None
 def audit_show_cmd(root: Path, as_json: bool) -> None:
     """Print the audit events."""
     from builder.host import audit
-    from builder.host.layout import Layout
+    from builder.host.layout import Layout, require_image
 
+    require_image(root)
     events = audit.read_events(Layout(root))
     if as_json:
         click.echo(json.dumps(events, sort_keys=True))

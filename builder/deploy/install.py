@@ -114,6 +114,23 @@ for user in index["users"]:
             present=False,
         )
 
+if index["users"]:
+    # sshd runs `breakglass host authorized-keys` as this account (the drop-in's
+    # AuthorizedKeysCommandUser), the same one the OCI path writes (builder.accounts)
+    server.group(name="breakglass: group breakglass-akc", group="breakglass-akc", system=True)
+    server.user(  # noqa: S604 - "shell" is the login shell, no subprocess
+        name="breakglass: AuthorizedKeysCommandUser breakglass-akc",
+        user="breakglass-akc",
+        group="breakglass-akc",
+        home="/nonexistent",
+        shell="/usr/sbin/nologin",
+        system=True,
+        comment="breakglass AuthorizedKeysCommandUser",
+        password="!",  # noqa: S106 - a lock marker, not a password
+        ensure_home=False,
+        create_home=False,
+    )
+
 units_changed = []
 for entry in index["files"]:
     path = entry["path"]

@@ -138,19 +138,26 @@ def _table(config: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 def active_scope(root: Path) -> str | None:
-    """The scope the host state file says is ACTIVE, or None; a missing or bad file is None.
+    """The scope the host state file says is ACTIVE and its unseal backs, or None.
 
-    The window's ``expires_at`` is deliberately not compared with any clock:
-    see the module docstring.
+    The state's active record must equal the activation grant the unseal left
+    in the runtime directory (``builder.host.grant``): a state file written by
+    hand opens nothing. A missing or bad file is None. The window's
+    ``expires_at`` is deliberately not compared with any clock: see the
+    module docstring.
     """
+    from builder.host import grant
+
     try:
         state = json.loads((root / STATE_DIR / "state.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(state, dict) or state.get("phase") != "ACTIVE":
         return None
     active = state.get("active")
-    scope = active.get("scope") if isinstance(active, dict) else None
+    if not isinstance(active, dict) or grant.read(root) != active:
+        return None
+    scope = active.get("scope")
     return scope if isinstance(scope, str) else None
 
 

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder.accounts import AKC_USER
 from builder.errors import CheckFailed, ToolMissing
 from builder.payload import SSHD_DROPIN_PATH
 
@@ -129,6 +130,10 @@ class LoopbackSshd:
             os.chown(home, EMERGENCY_UID + i, EMERGENCY_UID + i)
             passwd += f"{user}:x:{EMERGENCY_UID + i}:{EMERGENCY_UID + i}::{home}:/bin/sh\n"
             group += f"{user}:x:{EMERGENCY_UID + i}:\n"
+        # The image's drop-in names AuthorizedKeysCommandUser breakglass-akc. The drill's root
+        # lives in a private temp directory that account could not enter, so here the name maps
+        # to uid 0; tests/test_host_sshd.py proves the unprivileged account against a real sshd.
+        passwd += f"{AKC_USER}:x:0:0:breakglass drill AKC:/nonexistent:/usr/sbin/nologin\n"
         (w / "passwd").write_text(passwd, encoding="utf-8")
         (w / "group").write_text(group, encoding="utf-8")
         (w / "privsep").mkdir(exist_ok=True, mode=0o755)

@@ -121,7 +121,7 @@ def prepare_variant(
         round_trip_yaml().dump(doc, f)
     spec = load_spec(variant_spec)
     seal(spec, now, rotate=False)
-    result = build.build_oci(build.plan(spec), workdir / "dist", None)
+    result = build.build_oci(build.plan(spec, drill=True), workdir / "dist", None)
     image = oci.open_layout(result.image_dir / "oci", spec.version)
     root = workdir / "root"
     root.mkdir(mode=0o755)

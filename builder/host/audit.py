@@ -22,8 +22,8 @@ from typing import Any
 from builder import bounded
 from builder.canonical import digest, dumps
 from builder.errors import CheckFailed, InputError, StateError
-from builder.fsio import write_atomic
 from builder.host.layout import Layout
+from builder.host.safepath import ensure_dir, write_file
 from builder.request import format_time
 
 GENESIS = digest(b"")
@@ -77,8 +77,9 @@ def append(
     callers that must not proceed unaudited (activation) stop there.
     """
     try:
-        layout.state_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(layout.audit, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
+        ensure_dir(layout.state_dir, 0o700, top=layout.state_dir, root=layout.root)
+        fd = os.open(layout.audit, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o640)
+        os.fchmod(fd, 0o640)  # the umask cuts O_CREAT's mode
     except OSError as e:
         raise StateError(f"cannot write the audit log ({e.strerror})") from None
     try:
@@ -113,7 +114,7 @@ def append(
         os.close(fd)
     head = digest(line)
     try:
-        write_atomic(layout.audit_head, dumps({"seq": seq, "head": head}), mode=0o640)
+        write_file(layout.audit_head, dumps({"seq": seq, "head": head}), 0o640)
     except OSError as e:
         raise StateError(f"cannot write the audit head ({e.strerror})") from None
     return head
@@ -166,10 +167,25 @@ def verify(layout: Layout, *, expect_head: str | None = None) -> Verified:
             )
         prev = digest(line)
         hashes.append(prev)
+    if not hashes:
+        _check_not_emptied(layout)
     _check_head(layout, hashes)
     if expect_head is not None and expect_head not in hashes:
         raise CheckFailed("the anchored head hash is not in the audit log")
     return Verified(len(hashes), prev)
+
+
+def _check_not_emptied(layout: Layout) -> None:
+    """An empty log is fine on a fresh host, not beside a state file or requests it should record."""
+    has_state = layout.state.exists() or layout.state.is_symlink()
+    has_requests = layout.requests.is_dir() and any(layout.requests.iterdir())
+    if has_state or has_requests:
+        what = "missing" if not layout.audit.exists() else "empty"
+        raise CheckFailed(
+            f"the audit log is {what} but the host has "
+            + ("a state file" if has_state else "requests")
+            + " (the log was removed or truncated)"
+        )
 
 
 def _check_head(layout: Layout, hashes: list[str]) -> None:

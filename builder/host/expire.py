@@ -7,8 +7,16 @@ order:
 1. a partial state left by a crash (plaintext while not ACTIVE, ACTIVE with
    plaintext missing, a pending request without its identity, a reseal that
    was audited but not finished) -> plaintext wiped, ``recovered`` audited;
-2. an ACTIVE window past ``expires_at`` -> resealed, ``expired`` audited;
-3. a PENDING request past ``not_after`` -> dropped, ``request-expired`` audited.
+2. an ACTIVE record that its unseal does not back (``builder.host.activation``:
+   no matching grant in the runtime directory, a window past the scope's ttl
+   cap, no matching audited activation) -> resealed, ``tampered`` audited;
+3. an ACTIVE window closed on either clock -> resealed, ``expired`` audited;
+   a wall clock earlier than the activation or another boot -> resealed,
+   ``clock-anomaly`` audited;
+4. a PENDING request past ``not_after`` -> dropped, ``request-expired`` audited.
+
+An unsafe frozen clock on an image that is not a drill build is ignored, and
+audited as ``unsafe-clock-ignored``.
 
 Reseal order: audit, state DORMANT, wipe. Access is revoked by the state
 write before any byte is wiped, and a reseal proceeds even when the audit
@@ -26,9 +34,10 @@ from typing import Any
 
 from builder import bounded
 from builder.errors import InputError, StateError
-from builder.host import audit, state, wipe
+from builder.host import activation, audit, clock, state, wipe
 from builder.host.layout import Layout, crash_point
 from builder.host.state import ACTIVE, PENDING, HostState
+from builder.request import format_time
 
 
 def reseal(
@@ -47,8 +56,14 @@ def reseal(
     new = current.dormant()
     state.save(layout.root, new)
     crash_point("reseal-after-state")
-    wipe.wipe_all(layout, crash_name="reseal-mid-wipe")
+    wiped = wipe.wipe_all(layout, crash_name="reseal-mid-wipe")
     crash_point("reseal-after-wipe")
+    links = [w for w in wiped if w.endswith(wipe.LINK_NOTE)]
+    if links and audit_error is None:
+        with contextlib.suppress(StateError):
+            audit.append(layout, now, "recovered", request_id=request_id, scope=scope,
+                         details={"found": "symbolic links in the runtime directory",
+                                  "wiped": links})  # fmt: skip
     if audit_error is not None:
         raise audit_error
     return new
@@ -84,7 +99,9 @@ def _recover(layout: Layout, current: HostState, now: datetime) -> HostState:
         if missing or unfinished:
             why = "reseal interrupted" if unfinished else "active but plaintext missing"
             return reseal(layout, current, now, "recovered", {"found": why})
-        stray = [f for f in files if str(f.relative_to(layout.root)) not in a.files]
+        stray = [
+            f for f in files if str(f.relative_to(layout.root)) not in a.files and f != layout.grant
+        ]
         if stray:
             wiped = wipe.wipe(layout, stray)
             audit.append(layout, now, "recovered", request_id=a.request_id, scope=a.scope,
@@ -94,8 +111,13 @@ def _recover(layout: Layout, current: HostState, now: datetime) -> HostState:
             and last.get("event") == "activating"
             and last.get("request_id") == a.request_id
         ):
-            audit.append(layout, now, "recovered", request_id=a.request_id, scope=a.scope,
-                         details={"found": "activation finished but not audited"})  # fmt: skip
+            # the grant and the state are the unseal's own; the audit gets the event it missed
+            audit.append(layout, now, "activated", request_id=a.request_id, scope=a.scope,
+                         details={"recovered": "activation finished but not audited",
+                                  "activated_at": format_time(a.activated_at),
+                                  "expires_at": format_time(a.expires_at),
+                                  "approvers": last.get("details", {}).get("approvers", []),
+                                  "files": list(a.files)})  # fmt: skip
         return current
     keep: set[Path] = set()
     if current.phase == PENDING and p is not None:
@@ -104,9 +126,10 @@ def _recover(layout: Layout, current: HostState, now: datetime) -> HostState:
     new = current
     details: dict[str, Any] = {}
     if stray:
+        exposed = [f for f in stray if not f.name.startswith(".") and not f.is_symlink()]
         details["found"] = f"plaintext while {current.phase.lower()}"
         details["wiped"] = wipe.wipe(layout, stray)
-        if p is not None and any(not f.name.startswith(".") for f in stray):
+        if p is not None and exposed:
             # credentials touched the disk during an interrupted activation: treat them as exposed
             new = _burn(new, p.scope, p.request_id)
     if p is not None and not layout.ephemeral_identity(p.request_id).is_file():
@@ -128,18 +151,18 @@ def _burn(current: HostState, scope: str, request_id: str) -> HostState:
 
 
 def settle(layout: Layout, now: datetime) -> HostState:
-    """Load the state, recover from any crash, apply expiry; call with the lock held."""
+    """Load the state, recover from any crash, reseal what is forged or closed; call with the lock held."""
     current = state.load(layout.root)
+    if clock.frozen() and not clock.is_drill_image(layout.root):
+        audit.append(layout, now, "unsafe-clock-ignored",
+                     details={"variable": clock.FROZEN_ENV, "why": "not a drill build"})  # fmt: skip
     current = _recover(layout, current, now)
     a, p = current.active, current.pending
-    if current.phase == ACTIVE and a is not None and now >= a.expires_at:
-        current = reseal(
-            layout,
-            current,
-            now,
-            "expired",
-            {"expires_at": a.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")},
-        )
+    found = None
+    if current.phase == ACTIVE and a is not None:
+        found = activation.problem(layout, a, now, clock.boot(layout.root))
+    if found is not None:
+        current = reseal(layout, current, now, found[0], found[1])
     elif current.phase == PENDING and p is not None and now > p.not_after:
         current = reseal(layout, current, now, "request-expired", {})
     return current

@@ -18,7 +18,25 @@ RUNTIME_DIR = "run/breakglass"
 AGENTS = "agents"  # run/breakglass/agents/AGENT/CONFIG: the active break-glass overlays
 EPHEMERAL_PREFIX = ".request-"  # run/breakglass/.request-ID.key: a pending request's identity
 
+GRANT_NAME = ".grant.json"  # run/breakglass/.grant.json: the activation grant (builder.host.grant)
+
 CRASH_ENV = "BREAKGLASS_TEST_CRASH_AT"
+
+
+def require_image(root: Path) -> None:
+    """Raise InputError (exit 2) when ``root`` holds no image manifest: it is not a host.
+
+    Checked before anything is read or written, so a mistyped ``--root`` (or a
+    machine without an image) gets an error instead of a fresh state directory.
+    """
+    if not (root / MANIFEST).is_file():
+        from builder.errors import InputError
+
+        raise InputError(
+            f"{root} is not a breakglass host: it has no {MANIFEST}",
+            hint="pass --root DIR for an unpacked image, or unpack one there "
+            "(umoci unpack --image dist/NAME/VERSION/oci:VERSION DIR, then use DIR/rootfs)",
+        )
 
 
 @dataclass(frozen=True)
@@ -71,6 +89,10 @@ class Layout:
 
     def ephemeral_identity(self, request_id: str) -> Path:
         return self.runtime / f"{EPHEMERAL_PREFIX}{request_id}.key"
+
+    @property
+    def grant(self) -> Path:
+        return self.runtime / GRANT_NAME
 
     def credential(self, scope: str, name: str) -> Path:
         return self.runtime / scope / name

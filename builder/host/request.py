@@ -9,8 +9,7 @@ from pathlib import Path
 
 from builder import agecrypt
 from builder.errors import InputError, StateError
-from builder.fsio import write_atomic
-from builder.host import audit, state, wipe
+from builder.host import audit, safepath, state, wipe
 from builder.host.expire import session
 from builder.host.image import load_image, load_sealed_scope
 from builder.host.state import ACTIVE, PENDING, Pending
@@ -31,6 +30,9 @@ def open_request(
     if ttl_seconds < 1:
         raise InputError("ttl must be at least one second")
     with session(root, now) as (layout, current):
+        # refuse a planted link before anything is written (StateError names it)
+        safepath.ensure_dir(layout.requests, 0o700, top=layout.state_dir, root=layout.root)
+        wipe.ensure_runtime(layout)
         image = load_image(layout)
         info = image.scope(scope)
         if ttl_seconds > info.max_ttl_seconds:
@@ -68,7 +70,7 @@ def open_request(
             layout.ephemeral_identity(request.id),
             agecrypt.identity_text(identity).reveal() + b"\n",
         )
-        write_atomic(layout.request_file(request.id), request.canonical(), mode=0o644)
+        safepath.write_file(layout.request_file(request.id), request.canonical(), 0o644)
         new = replace(
             current,
             phase=PENDING,

@@ -19,7 +19,7 @@ rotated before the next build.
 
 Every transition runs under an exclusive ``fcntl.flock`` on
 ``var/lib/breakglass/lock``, is one atomic write of ``state.json``
-(``builder.fsio.write_atomic``), and appends one audit event.
+(``builder.host.safepath.write_file``), and appends one audit event.
 """
 
 from __future__ import annotations
@@ -57,6 +57,22 @@ class Active:
     activated_at: datetime
     expires_at: datetime
     files: tuple[str, ...]  # plaintext paths relative to the root, all under run/breakglass/
+    boot_id: str = ""  # the kernel's boot id at activation
+    boot_seconds: int = -1  # CLOCK_BOOTTIME at activation, whole seconds (floored)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as the state file and the activation grant hold it."""
+        from builder.request import format_time
+
+        return {
+            "request_id": self.request_id,
+            "scope": self.scope,
+            "activated_at": format_time(self.activated_at),
+            "expires_at": format_time(self.expires_at),
+            "files": list(self.files),
+            "boot_id": self.boot_id,
+            "boot_seconds": self.boot_seconds,
+        }
 
 
 @dataclass(frozen=True)
@@ -92,9 +108,11 @@ class HostState:
                 )  # fmt: skip
             active = None
             if a is not None:
+                # a record without a boot reading still parses, so that settling can reseal it
                 active = Active(
                     str(a["request_id"]), str(a["scope"]), parse_time(a["activated_at"], "state"),
                     parse_time(a["expires_at"], "state"), tuple(a["files"]),
+                    str(a.get("boot_id", "")), int(a.get("boot_seconds", -1)),
                 )  # fmt: skip
             burned = {str(k): str(v) for k, v in dict(doc["burned"]).items()}
             expect = {DORMANT: (False, False), PENDING: (True, False), ACTIVE: (False, True)}[phase]
@@ -122,15 +140,7 @@ class HostState:
                 "needed": p.needed,
                 "approvals": list(p.approvals),
             },
-            "active": None
-            if a is None
-            else {
-                "request_id": a.request_id,
-                "scope": a.scope,
-                "activated_at": format_time(a.activated_at),
-                "expires_at": format_time(a.expires_at),
-                "files": list(a.files),
-            },
+            "active": None if a is None else a.to_dict(),
             "burned": dict(self.burned),
         }
 
@@ -143,15 +153,14 @@ def load(root: Path) -> HostState:
     """The current state; DORMANT when no state file exists yet. Raises InputError if malformed."""
     from builder import bounded
     from builder.errors import InputError
+    from builder.host.safepath import read_file
 
     try:
-        raw = bounded.read(_state_path(root), "host state")
+        raw = read_file(_state_path(root), limit=bounded.cap("host state"))
     except FileNotFoundError:
         return HostState()
-    except OSError as e:
-        raise InputError(f"cannot read the host state file ({e.strerror})") from None
-    except InputError:
-        raise InputError("the host state file is malformed") from None
+    except OSError:
+        raise InputError("the host state file is unreadable (a link or not a file)") from None
     try:
         doc = bounded.load_json(raw, "host state")
     except InputError:
@@ -162,52 +171,55 @@ def load(root: Path) -> HostState:
 def save(root: Path, state: HostState) -> None:
     """One atomic, fsynced replacement of the state file."""
     from builder.canonical import dumps
-    from builder.fsio import write_atomic
+    from builder.host.safepath import ensure_dir, write_file
 
-    write_atomic(_state_path(root), dumps(state.to_dict()), mode=0o600)
+    path = _state_path(root)
+    ensure_dir(path.parent, 0o700, top=path.parent, root=root)
+    write_file(path, dumps(state.to_dict()), 0o600)
 
 
 @contextlib.contextmanager
 def locked(root: Path) -> Iterator[None]:
-    """Hold the host's exclusive lock; every state change happens inside it."""
+    """Hold the host's exclusive lock; every state change happens inside it.
+
+    Raises InputError when ``root`` holds no image (nothing is written then),
+    StateError when the state directory is unsafe (see ``builder.host.safepath``).
+    """
+    from builder.host.layout import require_image
+    from builder.host.safepath import ensure_dir
+
+    require_image(root)
     directory = root / "var/lib/breakglass"
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    ensure_dir(directory, 0o700, top=directory, root=root)
+    fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
+        os.fchmod(fd, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
 
 
-def _parse_z(text: object) -> datetime | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def active_scope(root: Path, now: datetime) -> str | None:
-    """The scope that is ACTIVE and unexpired at ``now``, else None.
+    """The scope that is ACTIVE, backed by its unseal and open at ``now``, else None.
 
-    Cheap and side-effect free: one read of ``state.json``, no lock, no
-    expiry handling (a command that can change state does that). A missing or
-    malformed state file means no active scope.
+    Side-effect free: no lock, no reseal (a settling command does that). The
+    active record must pass every check of ``builder.host.activation``: its
+    grant in the runtime directory, the scope's ttl cap, the matching
+    ``activated`` event of a verifying audit log, and both clocks. A missing,
+    malformed or failing record means no active scope.
     """
-    from builder import bounded
-    from builder.errors import InputError
+    from builder.errors import BreakglassError
+    from builder.host import activation, clock
+    from builder.host.layout import Layout
 
     try:
-        doc = bounded.load_json(bounded.read(_state_path(root), "host state"), "host state")
-        active = doc["active"] if doc.get("phase") == ACTIVE else None
-    except (OSError, InputError, KeyError, TypeError, AttributeError):
+        current = load(root)
+    except BreakglassError:
         return None
-    if not isinstance(active, dict):
+    a = current.active
+    if current.phase != ACTIVE or a is None:
         return None
-    expires = _parse_z(active.get("expires_at"))
-    scope = active.get("scope")
-    if expires is None or not isinstance(scope, str) or now >= expires:
+    if activation.problem(Layout(root), a, now, clock.boot(root)) is not None:
         return None
-    return scope
+    return a.scope

@@ -8,6 +8,7 @@ from typing import Any
 
 from builder.display import escape
 from builder.errors import BreakglassError
+from builder.host import clock, grant
 from builder.host.expire import session
 from builder.host.image import load_image
 from builder.request import format_time
@@ -31,7 +32,8 @@ def describe(root: Path, now: datetime) -> dict[str, Any]:
             doc["active"] = {
                 "request_id": a.request_id, "scope": a.scope,
                 "expires_at": format_time(a.expires_at),
-                "seconds_left": max(0, int((a.expires_at - now).total_seconds())),
+                # the earlier of the wall-clock and the boot-clock end
+                "seconds_left": grant.seconds_left(a.to_dict(), now, clock.boot(root)),
             }  # fmt: skip
         try:
             image = load_image(layout)

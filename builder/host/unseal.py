@@ -25,8 +25,7 @@ from builder import agecrypt, quorum, sshsig
 from builder import shares as share_layer
 from builder.canonical import dumps
 from builder.errors import BreakglassError, CheckFailed, InputError, StateError
-from builder.fsio import write_atomic
-from builder.host import audit, state, wipe
+from builder.host import audit, clock, safepath, state, wipe
 from builder.host.expire import session
 from builder.host.image import HostImage, load_image, load_sealed_scope
 from builder.host.layout import Layout, crash_point
@@ -65,10 +64,16 @@ def _check(
     if approval.approver == request.requester:
         raise _Refused("the requester cannot approve their own request")
     approver = image.approvers.get(approval.approver)
-    if approver is None or approval.approver not in request.shares:
+    if approver is None:
         raise _Refused("approver is not in the image's policy")
+    # an approver of the image who is in no group holds no share: whatever share they send
+    # decrypts (the request's recipient is public), so it must not count toward the quorum
+    if approval.approver not in request.shares:
+        raise _Refused("approver holds no share of this request")
     if approval.not_after != request.not_after:
         raise _Refused("approval expiry does not match the request")
+    # settle drops the request at its not_after, but by the state file, which is not
+    # trusted: the approval's own signed expiry is checked here as well
     if now > approval.not_after:
         raise _Refused("approval has expired")
     try:
@@ -128,9 +133,7 @@ def unseal(root: Path, now: datetime, request_id: str, sources: list[str]) -> Un
                              details={"approver": who, "reason": reason})  # fmt: skip
                 continue
             assert approval is not None
-            write_atomic(
-                layout.approvals_dir(request_id) / f"{approval.approver}.json", approval.canonical()
-            )
+            store_approval(layout, request_id, approval)
             current = replace(
                 current, pending=replace(p, approvals=(*p.approvals, approval.approver))
             )
@@ -153,11 +156,19 @@ def unseal(root: Path, now: datetime, request_id: str, sources: list[str]) -> Un
         )
 
 
+def store_approval(layout: Layout, request_id: str, approval: Approval) -> None:
+    """Keep an accepted approval in ``requests/ID.approvals/`` (0700), never through a link."""
+    directory = layout.approvals_dir(request_id)
+    safepath.ensure_dir(directory, 0o700, top=layout.state_dir, root=layout.root)
+    safepath.write_file(directory / f"{approval.approver}.json", approval.canonical(), 0o644)
+
+
 def _json(path: Path) -> object:
     from builder import bounded
 
     try:
-        return bounded.load_json(bounded.read(path, "request"), "request")
+        # never through a link, never more than a request may be
+        return bounded.load_json(safepath.read_file(path, limit=bounded.cap("request")), "request")
     except (OSError, InputError):
         raise InputError("unreadable host request record", where=str(path)) from None
 
@@ -179,6 +190,7 @@ def _activate(
         sealed = load_sealed_scope(layout, image, request.scope)
         if sealed.unseal_recipient != scope.unseal_recipient:
             raise CheckFailed("the sealed bundle and the manifest disagree on the unseal key")
+        wipe.ensure_runtime(layout)  # plaintext never goes through a planted link
     except BreakglassError as e:
         audit.append(layout, now, "activation-refused", request_id=request.id, scope=request.scope,
                      details={"reason": e.message})  # fmt: skip
@@ -218,13 +230,19 @@ def _activate(
     wipe.wipe_file(layout.ephemeral_identity(request.id))
     crash_point("unseal-after-identity")
     expires_at = now + timedelta(seconds=request.ttl_seconds)
+    boot_id, boot_seconds = clock.boot(layout.root)
+    active = Active(
+        request.id, scope.name, now, expires_at, tuple(sorted(written)), boot_id, boot_seconds
+    )
     new = replace(
         current,
         phase=ACTIVE,
         pending=None,
-        active=Active(request.id, scope.name, now, expires_at, tuple(sorted(written))),
+        active=active,
         burned={**current.burned, scope.name: request.id},
     )
+    # the grant first: a state ACTIVE without it is what a forgery looks like
+    wipe.write_private(layout, layout.grant, dumps(active.to_dict()), akc_readable=True)
     state.save(layout.root, new)
     crash_point("unseal-after-state")
     event = {
@@ -233,7 +251,8 @@ def _activate(
         "reason": request.reason, "image": {"name": image.name, "version": image.version},
     }  # fmt: skip
     audit.append(layout, now, "activated", request_id=request.id, scope=scope.name,
-                 details={"expires_at": event["expires_at"], "approvers": approvers,
+                 details={"activated_at": format_time(now), "expires_at": event["expires_at"],
+                          "approvers": approvers,
                           "files": list(new.active.files) if new.active else []})  # fmt: skip
     crash_point("unseal-after-activated")
     if image.on_activate:

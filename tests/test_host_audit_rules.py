@@ -1,0 +1,117 @@
+"""The audit chain's edge rules: who acts, an absent or emptied log, the head's one-line grace."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import pwd
+from pathlib import Path
+
+import pytest
+
+from builder.canonical import dumps
+from builder.errors import CheckFailed
+from builder.host import audit
+from builder.host.layout import Layout
+
+T0 = dt.datetime(2026, 11, 29, 19, 0, 0, tzinfo=dt.UTC)
+
+
+def _host(tmp_path: Path, events: int) -> Layout:
+    layout = Layout(tmp_path)
+    layout.manifest.parent.mkdir(parents=True)
+    layout.manifest.write_text("{}")
+    for n in range(events):
+        audit.append(layout, T0, "test-event", details={"n": n}, who="tester")
+    return layout
+
+
+def test_actor_is_the_user_or_who_ran_sudo(monkeypatch: pytest.MonkeyPatch) -> None:
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    monkeypatch.delenv("SUDO_USER", raising=False)
+    assert audit.actor() == me
+    monkeypatch.setenv("SUDO_USER", "alice")
+    assert audit.actor() == f"alice (via {me})"
+
+
+def test_actor_without_a_passwd_entry_is_the_uid(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unknown(uid: int) -> pwd.struct_passwd:
+        raise KeyError(uid)
+
+    monkeypatch.delenv("SUDO_USER", raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", unknown)
+    assert audit.actor() == f"uid:{os.geteuid()}"
+
+
+def test_a_fresh_host_without_a_log_verifies_empty(tmp_path: Path) -> None:
+    result = audit.verify(_host(tmp_path, 0))
+    assert (result.events, result.head) == (0, audit.GENESIS)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        ("state", "the audit log is missing but the host has a state file"),
+        ("requests", "the audit log is missing but the host has requests"),
+        ("empty-log", "the audit log is empty but the host has a state file"),
+    ],
+)
+def test_a_log_gone_beside_a_state_or_requests_is_refused(
+    tmp_path: Path, make: str, message: str
+) -> None:
+    layout = _host(tmp_path, 0)
+    layout.state_dir.mkdir(parents=True, exist_ok=True)
+    if make in ("state", "empty-log"):
+        layout.state.write_text("{}")
+    if make == "requests":
+        layout.requests.mkdir(parents=True)
+        (layout.requests / "x.json").write_text("{}")
+    if make == "empty-log":
+        layout.audit.write_bytes(b"")
+    with pytest.raises(CheckFailed) as err:
+        audit.verify(layout)
+    assert err.value.message == f"{message} (the log was removed or truncated)"
+
+
+def test_an_empty_requests_folder_is_no_history(tmp_path: Path) -> None:
+    layout = _host(tmp_path, 0)
+    layout.requests.mkdir(parents=True)
+    assert audit.verify(layout).events == 0
+
+
+def test_a_line_that_is_not_an_event_is_named(tmp_path: Path) -> None:
+    layout = _host(tmp_path, 1)
+    layout.audit.write_bytes(layout.audit.read_bytes() + dumps({"seq": 2}))
+    with pytest.raises(CheckFailed) as err:
+        audit.verify(layout)
+    assert err.value.message == "audit log line 2: not an audit event"
+
+
+def test_the_head_may_lag_one_line_not_two(tmp_path: Path) -> None:
+    layout = _host(tmp_path, 3)
+    lines = layout.audit.read_bytes().splitlines(keepends=True)
+    from builder.canonical import digest
+
+    # a crash between the append and the head update leaves the head one line behind
+    layout.audit_head.write_bytes(dumps({"seq": 2, "head": digest(lines[1])}))
+    assert audit.verify(layout).events == 3
+    layout.audit_head.write_bytes(dumps({"seq": 1, "head": digest(lines[0])}))
+    with pytest.raises(CheckFailed) as err:
+        audit.verify(layout)
+    assert err.value.message == "audit log line 1: does not match the recorded head (edited)"
+
+
+def test_read_events_names_the_bad_line(tmp_path: Path) -> None:
+    layout = _host(tmp_path, 2)
+    layout.audit.write_bytes(layout.audit.read_bytes() + b"{not json\n")
+    with pytest.raises(CheckFailed) as err:
+        audit.read_events(layout)
+    assert err.value.message == "audit log line 3: not json"
+
+
+def test_the_last_line_is_found_past_a_long_one(tmp_path: Path) -> None:
+    layout = _host(tmp_path, 0)
+    audit.append(layout, T0, "long", details={"pad": "x" * 10000}, who="tester")
+    head = audit.append(layout, T0, "short", who="tester")
+    assert audit.verify(layout).head == head
+    assert [e["seq"] for e in audit.read_events(layout)] == [1, 2]
