@@ -69,6 +69,10 @@ def read(path: Path, kind: str) -> bytes:
     return data
 
 
+class NotJson(InputError):
+    """The data is not JSON at all (as opposed to JSON that breaks a bound)."""
+
+
 class _Refused(ValueError):
     """Raised inside the decoder hooks; turned into InputError by ``load_json``."""
 
@@ -117,7 +121,7 @@ def load_json(data: bytes | str, kind: str, where: str | None = None) -> Any:
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
-            raise InputError(f"{kind} is not utf-8", where=where) from None
+            raise NotJson(f"{kind} is not utf-8", where=where) from None
     else:
         text = data
     try:
@@ -125,7 +129,7 @@ def load_json(data: bytes | str, kind: str, where: str | None = None) -> Any:
     except _Refused as e:
         raise InputError(f"{kind}: {e}", where=where) from None
     except json.JSONDecodeError as e:
-        raise InputError(
+        raise NotJson(
             f"{kind} is not valid json ({e.msg} at line {e.lineno} column {e.colno})", where=where
         ) from None
     except RecursionError:

@@ -148,6 +148,8 @@ def verify(layout: Layout, *, expect_head: str | None = None) -> Verified:
             raise CheckFailed(f"{where}: truncated (no newline)")
         try:
             event = bounded.load_json(line, "audit line")
+        except bounded.NotJson:
+            raise CheckFailed(f"{where}: not json") from None
         except InputError as e:
             raise CheckFailed(f"{where}: {e.message}") from None
         if not isinstance(event, dict) or tuple(sorted(event)) != tuple(sorted(FIELDS)):
@@ -225,6 +227,8 @@ def read_events(layout: Layout) -> list[dict[str, Any]]:
     for n, line in enumerate(data.splitlines(), start=1):
         try:
             event = bounded.load_json(line, "audit line")
+        except bounded.NotJson:
+            raise CheckFailed(f"audit log line {n}: not json") from None
         except InputError as e:
             raise CheckFailed(f"audit log line {n}: {e.message}") from None
         if (
