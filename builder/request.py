@@ -302,7 +302,10 @@ def _document(text: str, armor: str, what: str) -> object:
             raise InputError(f"malformed armored {what}") from None
     else:
         raw = text.encode("utf-8", "surrogatepass")
-    return bounded.load_json(raw, what)
+    try:
+        return bounded.load_json(raw, what)
+    except bounded.NotJson:
+        raise InputError(f"{what} is neither json nor an armored line") from None
 
 
 def load_text(source: str, armor: str, what: str) -> object:
