@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from builder import __version__, canonical, sshsig
 from builder.bundle import SealedBundle
@@ -23,6 +24,7 @@ from builder.errors import InputError
 from builder.fsio import new_directory
 from builder.manifest import compose
 from builder.payload import (
+    BUNDLE_JSON_PATH,
     BUNDLE_PATH,
     MANIFEST_PATH,
     RUNTIME_DIR,
@@ -34,6 +36,10 @@ from builder.payload import (
 )
 from builder.render import render_all
 from builder.spec import ImageSpec
+
+if TYPE_CHECKING:
+    from builder.layer import Layer
+    from builder.oci import LoadedImage
 
 MANIFEST_NAME = "breakglass-manifest.json"
 SIGNATURE_NAME = "breakglass-manifest.json.sig"
@@ -52,6 +58,7 @@ class BuildPlan:
     source_date_epoch: int
     base: Path | None
     base_tag: str | None
+    base_image: LoadedImage | None = None  # opened and checked once, while planning
 
     @property
     def manifest_digest(self) -> str:
@@ -147,11 +154,20 @@ def plan(
         "expire_service": (f"{SYSTEMD_DIR}/breakglass-expire.service", 0o644),
         "expire_timer": (f"{SYSTEMD_DIR}/breakglass-expire.timer", 0o644),
     }
-    files = [PayloadFile(BUNDLE_PATH, bundle_bytes)]
+    files = [
+        PayloadFile(BUNDLE_PATH, bundle_bytes),
+        PayloadFile(BUNDLE_JSON_PATH, canonical.dumps(bundle.to_dict())),
+    ]
     for key, data in rendered.items():
         path, mode = system.get(key, (key, 0o644))
         files.append(PayloadFile(path, data, mode))
     base, base_tag = _base(spec)
+    base_image = None
+    if base is not None:
+        from builder import oci
+
+        # every base blob is hashed here, once, as it streams; nothing of it stays in memory
+        base_image = oci.open_layout(base, base_tag, load_layers=False)
     epoch = source_date_epoch(bundle)
     dirs, owners = dict(RUNTIME_DIRS), {}
     if base is not None or backend == "packer":
@@ -164,7 +180,8 @@ def plan(
         from builder.accounts import ACCOUNT_FILES, emergency_accounts
 
         users = [s.emergency_user for s in spec.scopes if s.emergency_user]
-        base_files = _base_files(base, base_tag, set(ACCOUNT_FILES))
+        assert base_image is not None
+        base_files = _base_files(base_image, set(ACCOUNT_FILES))
         account_files, accounts = emergency_accounts(users, base_files, epoch)
         files.extend(account_files)
         for account in accounts:
@@ -184,7 +201,7 @@ def plan(
     }
     manifest = canonical.dumps(compose(spec, bundle, tuple(files), provenance, drill=drill))
     all_files = tuple(sorted([*files, PayloadFile(MANIFEST_PATH, manifest)]))
-    return BuildPlan(spec, all_files, dirs, owners, manifest, epoch, base, base_tag)
+    return BuildPlan(spec, all_files, dirs, owners, manifest, epoch, base, base_tag, base_image)
 
 
 def build_oci(plan: BuildPlan, out: Path, sign_key: Path | None) -> BuildResult:
@@ -193,21 +210,55 @@ def build_oci(plan: BuildPlan, out: Path, sign_key: Path | None) -> BuildResult:
     Identical content already there is a no-op; different content is refused
     (versions are immutable). Raises InputError or StateError.
     """
-    from builder import layer, oci
+    from builder import layer
 
     spec = plan.spec
-    packed = layer.pack(
-        plan.files,
-        source_date_epoch=plan.source_date_epoch,
-        dirs=plan.dirs,
-        dir_owners=plan.dir_owners,
-    )
+    image_dir = out / spec.name / spec.version
+    if image_dir.exists():
+        unchanged = _unchanged(plan, image_dir, sign_key)
+        if unchanged is not None:
+            return unchanged
+    # The layer is packed into a file beside where the image goes (same filesystem, so the
+    # layout links it), never held in memory; nothing new is left there if the build fails.
+    fd, blob_name = tempfile.mkstemp(dir=_existing_parent(out), prefix=".breakglass-layer-")
+    blob_path = Path(blob_name)
+    try:
+        with os.fdopen(fd, "wb") as blob_file:
+            os.fchmod(blob_file.fileno(), 0o644)  # a layout's blobs are 0644, links included
+            packed = layer.pack(
+                plan.files,
+                source_date_epoch=plan.source_date_epoch,
+                dirs=plan.dirs,
+                dir_owners=plan.dir_owners,
+                blob_file=blob_file,
+            )
+            blob_file.flush()
+            os.fsync(blob_file.fileno())
+        return _assemble_and_write(plan, packed, blob_path, image_dir, sign_key)
+    finally:
+        blob_path.unlink(missing_ok=True)
+
+
+def _existing_parent(path: Path) -> Path:
+    while not path.is_dir() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _assemble_and_write(
+    plan: BuildPlan, packed: Layer, blob_path: Path, image_dir: Path, sign_key: Path | None
+) -> BuildResult:
+    from builder import oci
+
+    spec = plan.spec
     layout = oci.assemble(
         packed,
         tag=spec.version,
         source_date_epoch=plan.source_date_epoch,
         base=plan.base,
         base_tag=plan.base_tag,
+        base_image=plan.base_image,
+        layer_file=blob_path,
         annotations={
             "org.opencontainers.image.title": spec.name,
             "org.opencontainers.image.version": spec.version,
@@ -222,12 +273,12 @@ def build_oci(plan: BuildPlan, out: Path, sign_key: Path | None) -> BuildResult:
     if signature is not None:
         outputs[SIGNATURE_NAME] = signature.encode("ascii")
 
-    image_dir = out / spec.name / spec.version
     result = BuildResult(
         image_dir, plan.manifest_digest, layout.manifest_digest, signature is not None, True
     )
+    linked = {f"oci/{path}": source for path, source in layout.linked.items()}
     if image_dir.exists():
-        if _existing(image_dir) == outputs:
+        if _same_content(image_dir, outputs, linked):
             return BuildResult(**{**result.__dict__, "changed": False})
         raise InputError(
             f"version {spec.version} of {spec.name} already exists with different content",
@@ -242,6 +293,40 @@ def build_oci(plan: BuildPlan, out: Path, sign_key: Path | None) -> BuildResult:
     return result
 
 
+def _unchanged(plan: BuildPlan, image_dir: Path, sign_key: Path | None) -> BuildResult | None:
+    """The existing build when it holds exactly this plan, signed alike; else None.
+
+    The manifest lists the digest of every payload file and the build's
+    provenance, and packing is deterministic, so an equal manifest means an
+    equal image: a rebuild of an unchanged version stops here, before packing.
+    Another manifest or another signature goes on to the full comparison,
+    which refuses to overwrite. Damage to the existing layout is for
+    ``verify`` to find, as it is for any image already written.
+    """
+    import json
+
+    try:
+        if (image_dir / MANIFEST_NAME).read_bytes() != plan.manifest:
+            return None
+        sig_path = image_dir / SIGNATURE_NAME
+        existing_sig = sig_path.read_bytes() if sig_path.exists() else None
+        index = json.loads((image_dir / "oci/index.json").read_bytes())
+        image_digest = index["manifests"][0]["digest"]
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
+    if not isinstance(image_digest, str):
+        return None
+    if sign_key is None:
+        if existing_sig is not None:
+            return None
+    else:
+        # ssh signatures (ed25519, rsa-sha2) are deterministic: the same key gives the same bytes
+        signature = sshsig.sign(plan.manifest, sign_key, sshsig.MANIFEST_NAMESPACE)
+        if existing_sig != signature.encode("ascii"):
+            return None
+    return BuildResult(image_dir, plan.manifest_digest, image_digest, sign_key is not None, False)
+
+
 def _write_file(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     with os.fdopen(fd, "wb") as f:
@@ -251,8 +336,16 @@ def _write_file(path: Path, data: bytes) -> None:
     os.chmod(path, 0o644)
 
 
-def _existing(image_dir: Path) -> dict[str, bytes]:
-    return {p.relative_to(image_dir).as_posix(): p.read_bytes() for p in _walk(image_dir)}
+def _same_content(image_dir: Path, outputs: dict[str, bytes], linked: dict[str, Path]) -> bool:
+    """Whether ``image_dir`` holds exactly ``outputs`` and the ``linked`` base blobs."""
+    import filecmp
+
+    existing = {p.relative_to(image_dir).as_posix(): p for p in _walk(image_dir)}
+    if set(existing) != set(outputs) | set(linked):
+        return False
+    if any(existing[name].read_bytes() != data for name, data in outputs.items()):
+        return False
+    return all(filecmp.cmp(existing[name], src, shallow=False) for name, src in linked.items())
 
 
 def _walk(root: Path) -> Iterator[Path]:
@@ -269,16 +362,16 @@ def _tree_digest(root: Path) -> str:
     return canonical.digest(canonical.dumps(entries))
 
 
-def _base_files(base: Path, tag: str | None, wanted: set[str]) -> dict[str, bytes]:
-    """The ``wanted`` regular files as the base image's merged layers have them."""
-    from builder import layer, oci
+def _base_files(image: LoadedImage, wanted: set[str]) -> dict[str, bytes]:
+    """The ``wanted`` regular files as the base image's merged layers have them.
 
-    image = oci.open_layout(base, tag)
+    Each layer is streamed once and only the wanted entries are kept.
+    """
+    from builder import layer
+
     found: dict[str, bytes] = {}
-    for blob, descriptor in zip(image.layers, image.layer_descriptors, strict=True):
-        for path, entry in layer.read_layer(blob, name=descriptor["digest"]).items():
-            if path in wanted and entry.type == "file":
-                found[path] = entry.data
+    for path, descriptor in zip(image.layer_files, image.layer_descriptors, strict=True):
+        found.update(layer.read_files(path, wanted, name=descriptor["digest"]))
     return found
 
 

@@ -12,12 +12,10 @@ import io
 from dataclasses import dataclass
 from typing import Any
 
-from ruamel.yaml.scalarstring import LiteralScalarString
-
 from builder import agecrypt, bounded
 from builder.errors import InputError
 from builder.quorum import Group, fewest
-from builder.yamlfile import Node, loads, round_trip_yaml
+from builder.yamlfile import Node
 
 FORMAT = "breakglass-sealed-bundle/1"
 ARMOR_BEGIN = "-----BEGIN AGE ENCRYPTED FILE-----"
@@ -101,6 +99,8 @@ class SealedBundle:
 
     def to_bytes(self) -> bytes:
         """YAML with the armored ciphertext as literal blocks, so it reads and diffs well."""
+        from builder.yamlfile import round_trip_yaml
+
         doc = _literal_armor(self.to_dict())
         out = io.StringIO()
         yaml = round_trip_yaml()
@@ -118,7 +118,36 @@ class SealedBundle:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             raise InputError("sealed bundle is not UTF-8", where=filename) from None
-        root = loads(text, filename, "sealed bundle")
+        from builder.yamlfile import fast_loads, loads
+
+        fast = fast_loads(text, filename)
+        if fast is not None:
+            try:
+                return cls._from_node(fast)
+            except InputError:
+                pass  # parsed again below, for a message with its line and column
+        return cls._from_node(loads(text, filename, "sealed bundle"))
+
+    @classmethod
+    def from_json(cls, data: bytes, filename: str) -> SealedBundle:
+        """Parse the canonical JSON copy the image carries (``to_dict`` in canonical JSON).
+
+        The same checks as ``from_bytes``, with ``json`` instead of the YAML
+        loader. Raises InputError when it is malformed or not canonical.
+        """
+        from builder.canonical import dumps
+
+        try:
+            doc = bounded.load_json(data, "sealed bundle", filename)
+        except bounded.NotJson:
+            raise InputError("sealed bundle is not json", where=filename) from None
+        bundle = cls._from_node(Node(doc, filename, (0, 0)))
+        if dumps(bundle.to_dict()) != data:
+            raise InputError("sealed bundle is not in canonical form", where=filename)
+        return bundle
+
+    @classmethod
+    def _from_node(cls, root: Node) -> SealedBundle:
         root.mapping(
             "the sealed bundle",
             {"format", "image", "created", "rotate_by", "policy_digest", "scopes"},
@@ -222,5 +251,7 @@ def _literal_armor(value: Any) -> Any:
     if isinstance(value, list):
         return [_literal_armor(v) for v in value]
     if isinstance(value, str) and value.startswith(ARMOR_BEGIN):
+        from ruamel.yaml.scalarstring import LiteralScalarString
+
         return LiteralScalarString(value)
     return value

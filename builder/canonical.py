@@ -10,11 +10,14 @@ import hashlib
 import json
 from typing import Any
 
+# Built once: json.dumps with options builds a new encoder on every call, and the audit
+# check encodes every line of a log that may hold millions.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
 
 def dumps(document: Any) -> bytes:
     """Return the canonical encoding of ``document``."""
-    text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return text.encode("utf-8") + b"\n"
+    return _ENCODER.encode(document).encode("utf-8") + b"\n"
 
 
 def sha256_hex(data: bytes) -> str:

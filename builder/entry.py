@@ -1,9 +1,10 @@
 """The console-script entry point.
 
-``breakglass host authorized-keys USER`` runs on every SSH login attempt
-(sshd's AuthorizedKeysCommand), so it is answered before click and the
-command modules are imported; anything it does not handle by itself falls
-through to the full CLI.
+``breakglass host ...`` runs on hosts, from sshd (``authorized-keys`` on
+every login attempt) and timers, so its common command lines are answered
+by ``builder.host.commands.fast_main`` before click, jinja2 or ruamel are
+imported. It calls the same host functions as the click commands; anything
+it does not recognise falls through to the full CLI.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ import sys
 
 
 def main() -> None:
-    if sys.argv[1:3] == ["host", "authorized-keys"]:
-        from builder.host.authorized_keys import fast_main
+    if sys.argv[1:2] == ["host"]:
+        from builder.host.commands import fast_main
 
         try:
-            code = fast_main(sys.argv[3:])
+            code = fast_main(sys.argv[2:])
         except Exception:
             # sshd logs our stderr and reads keys from stdout: no traceback, no half answer;
             # the full command below settles the host and answers or fails in one line

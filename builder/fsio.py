@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +11,8 @@ from pathlib import Path
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Replace ``path`` with ``data`` atomically; readers see the old or the new file, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    import tempfile  # here: host commands that write nothing should not pay for it
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, mode)
@@ -41,6 +41,8 @@ def new_directory(final: Path) -> Iterator[Path]:
     """Yield a staging directory beside ``final``; on success it becomes ``final`` in one rename,
     world-readable (build output holds no secret), and on any failure it is removed."""
     final.parent.mkdir(parents=True, exist_ok=True)
+    import tempfile
+
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         yield staging
@@ -49,5 +51,7 @@ def new_directory(final: Path) -> Iterator[Path]:
         os.rename(staging, final)
         fsync_dir(final.parent)
     except BaseException:
+        import shutil  # only on failure: it costs the host path milliseconds at start
+
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -52,6 +52,8 @@ class Layout:
     manifest_digest: str
     config_digest: str
     tag: str
+    # base blobs, already checked against their digests: linked (or copied) from these files
+    linked: dict[str, Path] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,9 @@ class LoadedImage:
     manifest_digest: str
     manifest: dict[str, Any]
     config: dict[str, Any]
-    layers: list[bytes] = field(repr=False)
+    layers: list[bytes] = field(repr=False)  # empty when opened with load_layers=False
     layer_descriptors: list[dict[str, Any]]
+    layer_files: list[Path] = field(default_factory=list)
 
 
 def encode(document: Any) -> bytes:
@@ -82,6 +85,8 @@ def assemble(
     source_date_epoch: int,
     base: Path | None = None,
     base_tag: str | None = None,
+    base_image: LoadedImage | None = None,
+    layer_file: Path | None = None,
     annotations: Mapping[str, str] | None = None,
     labels: Mapping[str, str] | None = None,
     architecture: str | None = None,
@@ -89,7 +94,10 @@ def assemble(
     """Plan an OCI layout holding one image, tagged ``tag``, whose top layer is ``layer``.
 
     With ``base``, the base image (``base_tag``, or the layout's only image) is read and
-    every one of its blobs verified; its layers and config come first. The architecture
+    every one of its blobs verified; its layers and config come first. ``base_image``
+    is a base already opened (with ``open_layout``, checked): its layer blobs are
+    linked from their files rather than read. ``layer_file`` holds ``layer``'s blob
+    when it was packed into a file (``layer.blob`` is then empty). The architecture
     is the base's, else ``architecture``, else amd64 (the payload itself is
     architecture-independent; pinning it keeps builds on any runner identical).
     Raises InputError for a bad tag, epoch or annotation, or a missing base;
@@ -103,16 +111,22 @@ def assemble(
     _check_strings("label", labels or {})
     created = rfc3339(source_date_epoch)
     files: dict[str, bytes] = {}
+    linked: dict[str, Path] = {}
 
-    base_image = open_layout(base, base_tag) if base is not None else None
+    if base_image is None and base is not None:
+        base_image = open_layout(base, base_tag)
     if base_image is not None:
         diff_ids = (base_image.config.get("rootfs") or {}).get("diff_ids")
-        if not isinstance(diff_ids, list) or len(diff_ids) != len(base_image.layers):
+        if not isinstance(diff_ids, list) or len(diff_ids) != len(base_image.layer_files):
             raise CheckFailed(f"base {base}: config diff_ids do not match its layers")
         config = json.loads(encode(base_image.config))  # a deep copy we may change
         layer_descriptors = [dict(d) for d in base_image.layer_descriptors]
-        for d, blob in zip(layer_descriptors, base_image.layers, strict=True):
-            files[_blob_path(d["digest"])] = blob
+        if base_image.layers:
+            for d, blob in zip(layer_descriptors, base_image.layers, strict=True):
+                files[_blob_path(d["digest"])] = blob
+        else:
+            for d, path in zip(layer_descriptors, base_image.layer_files, strict=True):
+                linked[_blob_path(d["digest"])] = path
     else:
         architecture = architecture or "amd64"
         config = {"architecture": architecture, "os": "linux", "config": {}}
@@ -132,7 +146,10 @@ def assemble(
 
     config_bytes = encode(config)
     files[_blob_path(digest(config_bytes))] = config_bytes
-    files[_blob_path(layer.digest)] = layer.blob
+    if layer_file is not None:
+        linked[_blob_path(layer.digest)] = layer_file
+    else:
+        files[_blob_path(layer.digest)] = layer.blob
     layer_descriptors.append(
         {"mediaType": MEDIA_LAYER_GZIP, "digest": layer.digest, "size": layer.size}
     )
@@ -175,6 +192,7 @@ def assemble(
         manifest_digest=manifest_digest,
         config_digest=digest(config_bytes),
         tag=tag,
+        linked={k: v for k, v in linked.items() if k not in files},
     )
 
 
@@ -183,6 +201,9 @@ def write_layout(layout: Layout, dest: Path) -> None:
 
     Files are written and synced in a temporary sibling directory that is then renamed
     into place. Modes are set explicitly (0755 directories, 0644 files), not by the umask.
+    Base blobs (``layout.linked``) are hard links to the base's files where the
+    filesystem allows (no copy, no rewrite: blobs are immutable by their digest), and
+    synced copies otherwise.
     Raises StateError if ``dest`` already exists: whether to replace it is the caller's call.
     """
     if dest.exists() or dest.is_symlink():
@@ -193,13 +214,16 @@ def write_layout(layout: Layout, dest: Path) -> None:
         # An image layout is public content, readable like any registry blob.
         os.chmod(tmp, 0o755)  # noqa: S103
         made = {tmp}
-        for rel in sorted(layout.files):
+        for rel in sorted({*layout.files, *layout.linked}):
             target = tmp / rel
             for d in reversed(target.relative_to(tmp).parents[:-1]):
                 if tmp / d not in made:
                     os.mkdir(tmp / d)
                     os.chmod(tmp / d, 0o755)  # noqa: S103
                     made.add(tmp / d)
+            if rel in layout.linked:
+                _link_or_copy(layout.linked[rel], target)
+                continue
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             with os.fdopen(fd, "wb") as f:
                 os.fchmod(f.fileno(), 0o644)
@@ -216,6 +240,59 @@ def write_layout(layout: Layout, dest: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     fsync_dir(dest.parent)
+
+
+_FICLONE = 0x40049409  # linux/fs.h: share the source's extents (btrfs, xfs, ...)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Put ``source``'s bytes at ``target`` (0644) without rewriting them where possible.
+
+    A hard link when the source is already 0644 (a link shares its mode); else a
+    reflink (the filesystem shares the extents); else an in-kernel copy.
+    """
+    if os.stat(source).st_mode & 0o7777 == 0o644:
+        try:
+            os.link(source, target)
+            return
+        except OSError:
+            pass  # another filesystem, or links not allowed: copy
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.fchmod(fd, 0o644)
+        with source.open("rb") as src:
+            if not _reflink(src.fileno(), fd):
+                _copy_range(src.fileno(), fd, os.fstat(src.fileno()).st_size)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _reflink(src: int, dst: int) -> bool:
+    import fcntl
+
+    try:
+        fcntl.ioctl(dst, _FICLONE, src)
+    except OSError:
+        return False
+    return True
+
+
+def _copy_range(src: int, dst: int, size: int) -> None:
+    copied = 0
+    try:
+        while copied < size:
+            n = os.copy_file_range(src, dst, size - copied)
+            if n == 0:
+                break
+            copied += n
+    except OSError:
+        # no copy_file_range across these filesystems: plain reads and writes
+        os.lseek(src, copied, os.SEEK_SET)
+        os.lseek(dst, copied, os.SEEK_SET)
+        while chunk := os.read(src, 1 << 20):
+            while chunk:
+                chunk = chunk[os.write(dst, chunk) :]
 
 
 def export_tar(layout_dir: Path, tar_path: Path, *, mtime: int = 0) -> None:
@@ -262,11 +339,13 @@ def export_tar(layout_dir: Path, tar_path: Path, *, mtime: int = 0) -> None:
     fsync_dir(tar_path.parent)
 
 
-def open_layout(path: Path, tag: str | None) -> LoadedImage:
+def open_layout(path: Path, tag: str | None, *, load_layers: bool = True) -> LoadedImage:
     """Read the image tagged ``tag`` (or, with None, the layout's only image) from ``path``.
 
     Every blob it references (manifest, config, layers) must exist and match the
-    descriptor's size and sha256. Raises InputError when ``path`` is not a directory;
+    descriptor's size and sha256. With ``load_layers=False`` layer blobs are
+    hashed as they stream from disk and only their paths are kept
+    (``layer_files``), so a large base costs no memory. Raises InputError when ``path`` is not a directory;
     CheckFailed naming the file when a file is missing, malformed or differs from its
     descriptor, or when the tag is absent or ambiguous.
     """
@@ -294,17 +373,22 @@ def open_layout(path: Path, tag: str | None) -> LoadedImage:
             f"{path / _blob_path(descriptor['digest'])}: manifest lacks config or layers"
         )
     config = _parse(path, config_descriptor, _read_blob(path, config_descriptor))
-    layers = []
+    layers, layer_files = [], []
     for d in layer_descriptors:
         if not isinstance(d, dict):
             raise CheckFailed(f"{path / _blob_path(descriptor['digest'])}: bad layer descriptor")
-        layers.append(_read_blob(path, d))
+        if load_layers:
+            layers.append(_read_blob(path, d))
+        else:
+            _check_blob_file(path, d)
+        layer_files.append(path / _blob_path(d["digest"]))
     return LoadedImage(
         manifest_digest=descriptor["digest"],
         manifest=manifest,
         config=config,
         layers=layers,
         layer_descriptors=layer_descriptors,
+        layer_files=layer_files,
     )
 
 
@@ -342,6 +426,32 @@ def _read_blob(path: Path, descriptor: dict[str, Any]) -> bytes:
     if digest(data) != blob_digest:
         raise CheckFailed(f"{file}: content does not match its digest")
     return data
+
+
+def _check_blob_file(path: Path, descriptor: dict[str, Any]) -> None:
+    """``_read_blob``'s checks, hashing the file as it streams instead of holding it."""
+    import hashlib
+
+    blob_digest, size = descriptor.get("digest"), descriptor.get("size")
+    if not isinstance(blob_digest, str) or not _DIGEST.fullmatch(blob_digest):
+        raise CheckFailed(f"{path}: unsupported or malformed digest {blob_digest!r}")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise CheckFailed(f"{path}: descriptor of {blob_digest} has no valid size")
+    file = path / _blob_path(blob_digest)
+    hasher, seen = hashlib.sha256(), 0
+    try:
+        with file.open("rb") as f:
+            while seen <= size and (chunk := f.read(min(1 << 20, size + 1 - seen))):
+                hasher.update(chunk)
+                seen += len(chunk)
+    except FileNotFoundError:
+        raise CheckFailed(f"{file}: blob missing") from None
+    except OSError as e:
+        raise CheckFailed(f"{file}: cannot read blob ({e.strerror or e})") from None
+    if seen != size:
+        raise CheckFailed(f"{file}: size differs from its descriptor ({size} bytes)")
+    if "sha256:" + hasher.hexdigest() != blob_digest:
+        raise CheckFailed(f"{file}: content does not match its digest")
 
 
 def _read_json(path: Path, name: str) -> Any:

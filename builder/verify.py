@@ -18,7 +18,7 @@ from builder.build import MANIFEST_NAME, SIGNATURE_NAME
 from builder.bundle import SealedBundle
 from builder.errors import CheckFailed, InputError
 from builder.manifest import Manifest
-from builder.payload import BUNDLE_PATH, MANIFEST_PATH
+from builder.payload import BUNDLE_JSON_PATH, BUNDLE_PATH, MANIFEST_PATH
 from builder.quorum import fewest
 
 
@@ -103,7 +103,11 @@ def verify_image(image_dir: Path, allowed_signers: Path) -> Verified:
     if extra:
         raise CheckFailed(f"{extra[0]}: file in the payload layer that the manifest does not list")
 
-    _check_bundle(manifest, entries[BUNDLE_PATH].data if BUNDLE_PATH in entries else b"")
+    _check_bundle(
+        manifest,
+        entries[BUNDLE_PATH].data if BUNDLE_PATH in entries else b"",
+        entries[BUNDLE_JSON_PATH].data if BUNDLE_JSON_PATH in entries else None,
+    )
     return Verified(manifest, signer, image.manifest_digest, len(expected) + 1)
 
 
@@ -129,7 +133,7 @@ def _gunzip(blob: bytes) -> bytes:
         raise CheckFailed("the payload layer is not valid gzip") from None
 
 
-def _check_bundle(manifest: Manifest, data: bytes) -> None:
+def _check_bundle(manifest: Manifest, data: bytes, json_copy: bytes | None) -> None:
     sealed = manifest.doc["sealed_bundle"]
     if canonical.digest(data) != sealed["digest"]:
         raise CheckFailed(f"{BUNDLE_PATH}: sealed bundle differs from the manifest's digest")
@@ -137,6 +141,9 @@ def _check_bundle(manifest: Manifest, data: bytes) -> None:
         bundle = SealedBundle.from_bytes(data, BUNDLE_PATH)
     except InputError as e:
         raise CheckFailed(e.message) from None
+    # the host reads the JSON copy: it must say exactly what the committed YAML says
+    if json_copy is not None and json_copy != canonical.dumps(bundle.to_dict()):
+        raise CheckFailed(f"{BUNDLE_JSON_PATH}: differs from {BUNDLE_PATH}")
     approvers = {a["name"] for a in manifest.policy["approvers"]}
     for scope in manifest.scopes:
         sealed_scope = next((s for s in bundle.scopes if s.name == scope["name"]), None)

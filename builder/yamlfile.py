@@ -11,19 +11,21 @@ import difflib
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
-
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from builder import bounded, duration
 from builder.errors import InputError
+
+if TYPE_CHECKING:
+    from ruamel.yaml import YAML
 
 T = TypeVar("T")
 
 
 def round_trip_yaml() -> YAML:
+    # imported here: ``Node`` also walks plain JSON documents, which need no ruamel
+    from ruamel.yaml import YAML
+
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
     yaml.preserve_quotes = True
@@ -46,6 +48,29 @@ def load(path: Path, kind: str = "spec") -> Node:
     return loads(text, str(path), kind)
 
 
+def fast_loads(text: str, filename: str) -> Node | None:
+    """The document through ruamel's C safe loader, without positions; None when that loader
+    is not installed or the text does not parse.
+
+    For a file that is read often and almost always valid (the sealed bundle): check the
+    fast result, and on any error parse again with ``loads`` for the located message.
+    """
+    bounded.check_size(len(text), "sealed bundle", filename)
+    _check_flow_depth(text, "sealed bundle", filename)
+    try:
+        from ruamel.yaml import YAML
+        from ruamel.yaml.error import YAMLError
+
+        yaml = YAML(typ="safe", pure=False)
+        if getattr(yaml.Parser, "__name__", "") != "CParser":
+            return None  # ruamel.yaml.clib missing: the pure safe loader is barely faster
+        data = yaml.load(text)
+    except (ImportError, YAMLError, RecursionError, ValueError, TypeError):
+        return None
+    bounded.check_tree(data, "sealed bundle", filename, strings=False)
+    return Node(data, filename, (0, 0))
+
+
 def loads(text: str, filename: str, kind: str = "spec") -> Node:
     """Parse YAML text within the bounds of ``kind``: size, depth and node count.
 
@@ -54,6 +79,9 @@ def loads(text: str, filename: str, kind: str = "spec") -> Node:
     # a character is at least one byte: a text longer than the cap cannot fit under it
     bounded.check_size(len(text), kind, filename)
     _check_flow_depth(text, kind, filename)
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
     try:
         data = round_trip_yaml().load(text)
     except MarkedYAMLError as e:
@@ -67,9 +95,10 @@ def loads(text: str, filename: str, kind: str = "spec") -> Node:
     except RecursionError:
         # ruamel recurses once per nesting level; no spec or bundle is nested this deep
         raise InputError("malformed yaml: nested too deeply", where=filename) from None
-    except ValueError:
-        # ruamel converts scalars as it goes: an integer of thousands of digits, a bad date
-        raise InputError("malformed yaml: a value cannot be converted", where=filename) from None
+    except (IndexError, ValueError):
+        # ruamel converts scalars as it goes and crashes on some odd ones ("-_", "._"), or on
+        # an integer of thousands of digits, instead of raising
+        raise InputError("malformed yaml: a value that cannot be read", where=filename) from None
     # aliases make a tree whose walk could be exponential; the walk stops at the node cap
     bounded.check_tree(data, kind, filename, strings=False)
     # the document starts where its first node does, past any leading comments
@@ -78,7 +107,11 @@ def loads(text: str, filename: str, kind: str = "spec") -> Node:
 
 
 class Node:
-    """A value from a YAML document, with where it came from."""
+    """A value from a YAML document, with where it came from.
+
+    Positions come from ruamel's round-trip containers (their ``lc``); a plain
+    JSON document gives every value its parent's position.
+    """
 
     def __init__(self, value: Any, filename: str, pos: tuple[int, int]) -> None:
         self.value = value
@@ -115,7 +148,7 @@ class Node:
 
     def key_node(self, key: Any) -> Node:
         pos = self.pos
-        if isinstance(self.value, CommentedMap):
+        if hasattr(self.value, "lc"):
             try:
                 line, col = self.value.lc.key(key)
                 pos = (line, col)
@@ -125,7 +158,7 @@ class Node:
 
     def get(self, key: str) -> Node:
         pos = self.pos
-        if isinstance(self.value, CommentedMap):
+        if hasattr(self.value, "lc"):
             try:
                 line, col = self.value.lc.value(key)
                 pos = (line, col)
@@ -162,7 +195,7 @@ class Node:
             raise self.error(f"{what} must be a list, got {_type_name(self.value)}")
         for i, item in enumerate(self.value):
             pos = self.pos
-            if isinstance(self.value, CommentedSeq):
+            if hasattr(self.value, "lc"):
                 try:
                     line, col = self.value.lc.item(i)
                     pos = (line, col)

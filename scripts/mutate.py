@@ -40,7 +40,8 @@ ALSO_COPY = ["templates", "images", "examples", "pyproject.toml"]
 # a mutant that makes the tests hang or crash the interpreter is found out all the same
 KILLED = {"killed", "timeout", "segfault", "caught by type check"}
 # `survived` and also `no tests`: no selected test ever calls the mutated function
-_LISTED = re.compile(r"`(builder\.[^`]+__mutmut_\d+)`")
+# a full name, or `_N` for another mutant of the function named just before it
+_LISTED = re.compile(r"`(builder\.[^`]+__mutmut_\d+|_\d+)`")
 _RESULT = re.compile(r"^\s+(builder\.\S+__mutmut_\d+): (.+)$")
 
 
@@ -140,7 +141,14 @@ def main(argv: list[str]) -> int:
         m = _RESULT.match(line)
         if m:
             status[m.group(1)] = m.group(2)
-    listed = set(_LISTED.findall(SURVIVORS.read_text(encoding="utf-8")))
+    listed: set[str] = set()
+    function = ""
+    for name in _LISTED.findall(SURVIVORS.read_text(encoding="utf-8")):
+        if name.startswith("_"):
+            name = function + name.lstrip("_")
+        else:
+            function = name[: name.rindex("__mutmut_") + len("__mutmut_")]
+        listed.add(name)
     failed = False
     passed_modules = 0
     print(f"{'module':40} {'mutants':>7} {'killed':>6} {'listed':>6} {'score':>6}")

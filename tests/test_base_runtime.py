@@ -1,9 +1,11 @@
-"""The host runtime payload: deterministic, bytecode-free, and runnable by a bare python3."""
+"""The host runtime payload: deterministic, with its own reproducible bytecode, runnable by a bare python3."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,12 +27,22 @@ def _install(files: tuple[PayloadFile, ...], root: Path) -> None:
         os.chmod(path, f.mode)
 
 
-def test_runtime_files_are_deterministic_and_free_of_bytecode() -> None:
+def test_runtime_files_are_deterministic_with_hash_checked_bytecode_only() -> None:
     files = host_runtime_files()
     assert files == host_runtime_files()
     assert [f.path for f in files] == sorted(f.path for f in files)
     paths = [f.path for f in files]
-    assert not [p for p in paths if "__pycache__" in p or p.endswith(".pyc")]
+    tag = sys.implementation.cache_tag
+    pyc = [f for f in files if f.path.endswith(".pyc")]
+    sources = {p for p in paths if p.endswith(".py")}
+    assert len(pyc) >= len([p for p in sources if p.startswith(f"{LIB_DIR}/builder/")])
+    for f in pyc:
+        # only ours: next to its source, for this interpreter, hash-based and checked (PEP 552)
+        parent, cache, name = f.path.rsplit("/", 2)
+        assert cache == "__pycache__" and name.endswith(f".{tag}.pyc"), f.path
+        assert f"{parent}/{name.removesuffix(f'.{tag}.pyc')}.py" in sources
+        assert f.data[:4] == importlib.util.MAGIC_NUMBER
+        assert int.from_bytes(f.data[4:8], "little") == 0b11
     assert all(p.startswith(f"{LIB_DIR}/") or p == LAUNCHER_PATH for p in paths)
     for needed in (
         "builder/cli/__init__.py",
@@ -39,7 +51,7 @@ def test_runtime_files_are_deterministic_and_free_of_bytecode() -> None:
         "bech32/__init__.py",
     ):
         assert f"{LIB_DIR}/{needed}" in paths, needed
-    for build_only in ("jinja2/", "cryptography/", "pyinfra/", "packerpy/"):
+    for build_only in ("jinja2/", "ruamel/", "cryptography/", "pyinfra/", "packerpy/"):
         assert not [p for p in paths if p.startswith(f"{LIB_DIR}/{build_only}")], build_only
 
 
@@ -47,7 +59,7 @@ def test_launcher_runs_the_cli_with_an_isolated_interpreter() -> None:
     launcher = next(f for f in host_runtime_files("/opt/py/bin/python3") if f.path == LAUNCHER_PATH)
     assert launcher.mode == 0o755
     text = launcher.data.decode()
-    assert text.startswith("#!/opt/py/bin/python3 -I\n")
+    assert text.startswith("#!/opt/py/bin/python3 -IS\n")
     assert f'sys.path.insert(0, "/{LIB_DIR}")' in text and "main()" in text
 
 
@@ -67,6 +79,23 @@ def test_bare_system_python_imports_the_host_path_from_the_payload(tmp_path: Pat
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(lib / "builder/__init__.py")
+
+
+def test_the_image_bytecode_is_what_python_loads(tmp_path: Path) -> None:
+    """With the payload's __pycache__ present, python runs the host path without compiling."""
+    _install(host_runtime_files(), tmp_path)
+    lib = tmp_path / LIB_DIR
+    probe = f"import sys; sys.path.insert(0, {str(lib)!r}); import builder.host.commands"
+    proc = subprocess.run(
+        [sys.executable, "-I", "-S", "-v", "-c", probe],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PYTHONDONTWRITEBYTECODE": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    cached = f"{lib}/builder/host/__pycache__/commands.{sys.implementation.cache_tag}.pyc"
+    assert f"code object from '{cached}'" in proc.stderr
 
 
 @pytest.mark.e2e

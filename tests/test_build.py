@@ -154,3 +154,52 @@ def test_dry_run_writes_nothing(example_project: Path, tmp_path: Path) -> None:
     paths = [f["path"] for f in json.loads(result.stdout)["files"]]
     assert "etc/breakglass/manifest.json" in paths and "etc/breakglass/sealed.yaml" in paths
     assert not (tmp_path / "dist").exists()
+
+
+def _tiny_base(dest: Path) -> None:
+    """An OCI layout with one layer holding the account files a base build extends."""
+    from builder import layer, oci
+    from builder.payload import PayloadFile
+
+    files = (
+        PayloadFile("etc/group", b"root:x:0:\nshadow:x:42:\n"),
+        PayloadFile("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n"),
+        PayloadFile("etc/shadow", b"root:*:19000:0:99999:7:::\n", 0o640, gid=42),
+    )
+    packed = layer.pack(files, source_date_epoch=0)
+    oci.write_layout(oci.assemble(packed, tag="tiny", source_date_epoch=0), dest)
+
+
+def test_two_builds_on_a_base_in_different_directories_are_bit_identical_with_bytecode(
+    demo_keys: Path, tmp_path: Path
+) -> None:
+    from tests.conftest import ROOT
+
+    results = []
+    for where in ("one", "two/deeper"):
+        project = tmp_path / where
+        (project / "images").mkdir(parents=True)
+        for name in ("images", "templates"):
+            subprocess.run(["cp", "-r", str(ROOT / name), str(project)], check=True)
+        _tiny_base(project / "base-oci")
+        spec = project / "images/example.yaml"
+        spec.write_text(spec.read_text() + "base: ../base-oci:tiny\n")
+        proc = build(spec, project / "dist", demo_keys)
+        assert proc.returncode == 0, proc.stderr
+        results.append(Path(json.loads(proc.stdout)["image_dir"]))
+    assert tree(results[0]) == tree(results[1])
+    index = json.loads((results[0] / "oci/index.json").read_bytes())
+    manifest_blob = index["manifests"][0]["digest"].split(":")[1]
+    manifest = json.loads((results[0] / "oci/blobs/sha256" / manifest_blob).read_bytes())
+    top = manifest["layers"][-1]["digest"].split(":")[1]
+    blob = (results[0] / "oci/blobs/sha256" / top).read_bytes()
+    with tarfile.open(fileobj=BytesIO(gzip.decompress(blob))) as t:
+        names = t.getnames()
+    pyc = [n for n in names if n.endswith(".pyc")]
+    assert (
+        "usr/lib/breakglass/builder/host/__pycache__/unseal.cpython-311.pyc".replace(
+            "cpython-311", __import__("sys").implementation.cache_tag
+        )
+        in pyc
+    )
+    assert len(pyc) > 50

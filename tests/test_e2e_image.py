@@ -115,7 +115,7 @@ def test_build_on_the_base_verifies_and_names_its_base(built: Built) -> None:
 
 def test_image_runs_breakglass_with_its_own_python_and_is_dormant(root: Path) -> None:
     launcher = (root / LAUNCHER_PATH).read_text()
-    assert launcher.startswith("#!/usr/bin/python3 -I\n")
+    assert launcher.startswith("#!/usr/bin/python3 -IS\n")
     assert (root / "usr/bin/python3").exists()
     # bwrap shows the rootfs alone: whatever runs comes from the image, never from this machine
     probe = in_image(

@@ -303,6 +303,7 @@ def test_one_approval_from_each_group_activates(groups_image: hostkit.Image) -> 
     second = hostkit.lib_approve(req, groups_image.approvers["carol"], T0)
     r = unseal(groups_image.root, T0, req.id, [second])
     assert r.phase == "ACTIVE" and r.approvals == ("bob", "carol")
+    assert (r.request_id, r.scope, r.needed) == (req.id, "agent-backup", 2)
     token = groups_image.root / "run/breakglass/agent-backup/deploy-token"
     assert token.stat().st_mode & 0o777 == 0o600 and token.read_bytes()
     state = load(groups_image.root)

@@ -8,7 +8,11 @@ the audit record, step by step.
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
+import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -93,8 +97,9 @@ def test_activation_refused_when_the_sealed_bundle_changed(
     pending: tuple[hostkit.Image, str, list[str]],
 ) -> None:
     image, rid, approvals = pending
-    bundle = Layout(image.root).bundle
-    bundle.write_bytes(bundle.read_bytes() + b"# changed\n")
+    # the copy the host reads (the image's JSON copy; sealed.yaml is for people and verify)
+    bundle = Layout(image.root).bundle_json
+    bundle.write_bytes(bundle.read_bytes() + b" ")
     with pytest.raises(CheckFailed) as err:
         unseal(image.root, T0, rid, approvals)
     reason = "the sealed bundle does not match the digest in the image manifest"
@@ -168,3 +173,50 @@ def test_hook_that_hangs_is_stopped_and_audited(
         "hook-failed", rid, "ssh-emergency",
     )  # fmt: skip
     assert event["details"] == {"argv0": "/bin/sleep", "error": "TimeoutExpired"}
+
+
+EVENT_SINK = Path(tempfile.mkdtemp(prefix="breakglass-hook-event-")) / "event.json"
+atexit.register(shutil.rmtree, EVENT_SINK.parent, True)
+
+
+def test_hook_gets_the_whole_activation_event(tmp_path: Path) -> None:
+    image, rid, approvals = _hooked(
+        tmp_path, "hook-event", ["/bin/sh", "-c", f"cat > {EVENT_SINK}; exit 3"]
+    )
+    assert unseal(image.root, T0, rid, approvals).phase == "ACTIVE"
+    assert json.loads(EVENT_SINK.read_text()) == {
+        "event": "activated",
+        "request_id": rid,
+        "scope": "ssh-emergency",
+        "expires_at": "2026-11-29T19:10:00Z",
+        "approvers": ["alice", "bob"],
+        "requester": "dave",
+        "reason": "r",
+        "image": {"name": "hostkit", "version": "1.0.0"},
+    }
+    # a hook that fails is audited with its exit code, and the window stays open
+    event = _events(image)[-1]
+    assert (event["event"], event["details"]) == ("hook-failed", {"argv0": "/bin/sh", "exit": 3})
+    assert load(image.root).phase == "ACTIVE"
+
+
+def test_a_refused_approval_does_not_stop_the_next_one(
+    pending: tuple[hostkit.Image, str, list[str]],
+) -> None:
+    image, rid, approvals = pending
+    from builder.request import Approval, load_approval
+
+    stale = load_approval(approvals[1]).to_dict()
+    stale["request_digest"] = "sha256:" + "0" * 64
+    with pytest.raises(CheckFailed, match="approval refused: approval names a different"):
+        unseal(image.root, T0, rid, [Approval.from_dict(stale).armored(), approvals[0]])
+    pending_state = load(image.root).pending
+    assert pending_state is not None and pending_state.approvals == ("alice",)
+    # the accepted approval is kept, readable by the host only
+    stored = Layout(image.root).approvals_dir(rid)
+    assert stored.stat().st_mode & 0o777 == 0o700
+    assert (stored / "alice.json").stat().st_mode & 0o777 == 0o644
+    # and the activating event names the scope it opens
+    assert unseal(image.root, T0, rid, [approvals[1]]).phase == "ACTIVE"
+    activating = [e for e in _events(image) if e["event"] == "activating"][-1]
+    assert (activating["request_id"], activating["scope"]) == (rid, "agent-backup")

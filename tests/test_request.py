@@ -179,6 +179,7 @@ DELETE = object()
             None,
             "request image: manifest_digest must be a non-empty string",
         ),
+        ("scope", 5, "request: scope must be a non-empty string"),
         ("scope", "a b", "request: scope is not a valid name"),
         ("scope", "-x", "request: scope is not a valid name"),
         ("scope", "x" * 65, "request: scope is not a valid name"),
@@ -274,3 +275,22 @@ def test_times_are_utc_seconds() -> None:
     )
     assert parse_time("2026-11-29T19:00:00Z", "t") == T0
     assert parse_time("2026-11-29T19:00:00Z", "t").tzinfo == dt.UTC
+
+
+def test_armor_strips_only_padding() -> None:
+    from builder.request import _b64
+
+    assert _b64(b"\x00\x00\x17") == "AAAX"
+    assert _b64(b"\x00\x05") == "AAU"
+
+
+def test_times_are_utc_whatever_the_local_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        assert format_time(T0) == "2026-11-29T19:00:00Z"
+    finally:
+        monkeypatch.undo()
+        time.tzset()

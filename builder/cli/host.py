@@ -9,19 +9,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _now(root: Path) -> datetime:
-    from builder.host import clock
-
-    return clock.now(root)
 
 
 def _common(f: F) -> F:
@@ -37,7 +30,9 @@ def _common(f: F) -> F:
 
 
 def _out(as_json: bool, doc: dict[str, Any], text: str) -> None:
-    click.echo(json.dumps(doc, sort_keys=True) if as_json else text)
+    from builder.host.commands import emit
+
+    emit(as_json, doc, text)
 
 
 @click.group("host")
@@ -49,10 +44,9 @@ def host() -> None:
 @_common
 def status_cmd(root: Path, as_json: bool) -> None:
     """Show DORMANT / PENDING / ACTIVE, burned scopes and the image (expiry is applied first)."""
-    from builder.host.status import describe, render
+    from builder.host.commands import run_status
 
-    doc = describe(root, _now(root))
-    _out(as_json, doc, render(doc))
+    _out(as_json, *run_status(root))
 
 
 @host.command("request")
@@ -68,28 +62,14 @@ def request_cmd(
     scope: str, ttl: str, reason: str, requester: str, out: Path | None, root: Path, as_json: bool
 ) -> None:
     """Open a request for approvals; prints it as one copy-pastable line."""
-    from builder.duration import parse
-    from builder.fsio import write_atomic
-    from builder.host.layout import Layout
-    from builder.host.request import open_request
+    from builder.host.commands import run_request
 
-    request = open_request(
-        root, _now(root), scope=scope, ttl_seconds=parse(ttl), reason=reason, requester=requester
+    doc, text, note = run_request(
+        root, scope=scope, ttl=ttl, reason=reason, requester=requester, out=out
     )
-    stored = Layout(root).request_file(request.id)
-    if out is not None:
-        write_atomic(out, request.canonical())
-    doc = {
-        "request_id": request.id,
-        "file": str(out or stored),
-        "stored": str(stored),
-        "digest": request.digest,
-        "not_after": request.to_dict()["not_after"],
-        "armored": request.armored(),
-    }
-    _out(as_json, doc, request.armored())
+    _out(as_json, doc, text)
     if not as_json:
-        click.echo(f"request {request.id} written to {out or stored}; needs approvals", err=True)
+        click.echo(note, err=True)
 
 
 @host.command("unseal")
@@ -98,47 +78,27 @@ def request_cmd(
 @_common
 def unseal_cmd(request_id: str, approvals: tuple[str, ...], root: Path, as_json: bool) -> None:
     """Add approvals (files or armored lines); at quorum, open the request's scope."""
-    from builder.host.unseal import unseal
-    from builder.request import format_time
+    from builder.host.commands import run_unseal
 
-    result = unseal(root, _now(root), request_id, list(approvals))
-    expires = format_time(result.expires_at) if result.expires_at else None
-    doc = {
-        "state": result.phase, "request_id": result.request_id, "scope": result.scope,
-        "approvals": list(result.approvals), "needed": result.needed, "expires_at": expires,
-        "refused": list(result.refused),
-    }  # fmt: skip
-    if result.phase == "ACTIVE":
-        text = f"ACTIVE: scope {result.scope} open until {expires}"
-    else:
-        text = f"PENDING: {len(result.approvals)} of {result.needed} approvals ({', '.join(result.approvals)})"
-    _out(as_json, doc, text)
+    _out(as_json, *run_unseal(root, request_id, list(approvals)))
 
 
 @host.command("reseal")
 @_common
 def reseal_cmd(root: Path, as_json: bool) -> None:
     """Close the window now: wipe plaintext, restore the dormant config, return to DORMANT."""
-    from builder.host.expire import reseal, session
+    from builder.host.commands import run_reseal
 
-    now = _now(root)
-    with session(root, now) as (layout, current):
-        before = current.phase
-        if before != "DORMANT":
-            event = "resealed" if before == "ACTIVE" else "request-cancelled"
-            reseal(layout, current, now, event, {"by": "reseal"})
-    _out(as_json, {"state": "DORMANT", "was": before}, f"DORMANT (was {before})")
+    _out(as_json, *run_reseal(root))
 
 
 @host.command("tick")
 @_common
 def tick_cmd(root: Path, as_json: bool) -> None:
     """Apply expiry and crash recovery (run by the systemd timer)."""
-    from builder.host.expire import session
+    from builder.host.commands import run_tick
 
-    with session(root, _now(root)) as (_layout, current):
-        phase = current.phase
-    _out(as_json, {"state": phase}, phase)
+    _out(as_json, *run_tick(root))
 
 
 @host.command("authorized-keys")
@@ -146,9 +106,10 @@ def tick_cmd(root: Path, as_json: bool) -> None:
 @_common
 def authorized_keys_cmd(user: str, root: Path, as_json: bool) -> None:
     """For sshd's AuthorizedKeysCommand: USER's key while its scope is open, else nothing."""
-    from builder.host.authorized_keys import authorized_keys, emit
+    from builder.host.authorized_keys import emit
+    from builder.host.commands import run_authorized_keys
 
-    emit(authorized_keys(root, user, _now(root)), user, as_json)
+    emit(run_authorized_keys(root, user), user, as_json)
 
 
 @host.group("audit")
@@ -161,16 +122,9 @@ def audit_group() -> None:
 @_common
 def audit_verify_cmd(expect_head: str | None, root: Path, as_json: bool) -> None:
     """Check the chain; report the first bad line; print the head hash."""
-    from builder.host import audit
-    from builder.host.layout import Layout, require_image
+    from builder.host.commands import run_audit_verify
 
-    require_image(root)
-    result = audit.verify(Layout(root), expect_head=expect_head)
-    _out(
-        as_json,
-        {"ok": True, "events": result.events, "head": result.head},
-        f"ok: {result.events} events\nhead: {result.head}",
-    )
+    _out(as_json, *run_audit_verify(root, expect_head))
 
 
 @audit_group.command("show")

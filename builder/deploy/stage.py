@@ -84,7 +84,7 @@ def stage_payload(
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
     try:
         for f in files:
-            write_atomic(tmp / FILES_DIR / f.path, f.data, 0o600)
+            write_atomic(tmp / FILES_DIR / f.path, f.read(), 0o600)
         write_atomic(tmp / INDEX_NAME, dumps(index), 0o644)
         if dest.exists():
             shutil.rmtree(dest)

@@ -1,9 +1,13 @@
 """What the host reads from its image: the manifest and the sealed bundle.
 
 The one place the host runtime reads ``etc/breakglass/manifest.json`` and
-``etc/breakglass/sealed.yaml``, reduced to the fields the runtime uses. The
-sealed bundle is parsed by ``builder.bundle`` after its bytes are checked
-against the digest the manifest records. The manifest is read here with
+the sealed bundle, reduced to the fields the runtime uses. The sealed bundle
+is parsed by ``builder.bundle`` after its bytes are checked against the
+digest the manifest records. Images carry it twice: ``sealed.yaml`` as
+committed, and ``sealed.json``, its canonical JSON, which the host reads
+with ``json`` (the YAML round-trip loader costs tens of milliseconds per
+unseal); an image that lists no JSON copy is read from the YAML. The
+manifest is read here with
 ``json`` (and checked to be canonical) rather than through
 ``builder.manifest``, which pulls in the spec and YAML layers: status,
 request and unseal should not pay for them on every call.
@@ -17,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from builder import bounded
 from builder.canonical import digest, dumps
 from builder.errors import CheckFailed, InputError
-from builder.host.layout import AGENTS, Layout
+from builder.host.layout import AGENTS, BUNDLE_JSON, Layout
 
 if TYPE_CHECKING:
     from builder.bundle import SealedScope
@@ -62,6 +66,7 @@ class HostImage:
     version: str
     manifest_digest: str
     bundle_digest: str
+    bundle_json_digest: str | None  # None: an image built before the JSON copy
     approvers: dict[str, Approver]
     request_lifetime_seconds: int
     on_activate: tuple[str, ...] | None
@@ -140,11 +145,16 @@ def load_image(layout: Layout) -> HostImage:
         )
         for a in _get(doc, "agents", list, "")
     )
+    listed = doc.get("files")
+    json_copy = listed.get(BUNDLE_JSON) if isinstance(listed, dict) else None
     return HostImage(
         name=_get(image, "name", str, "image."),
         version=_get(image, "version", str, "image."),
         manifest_digest=digest(raw),
         bundle_digest=_get(_get(doc, "sealed_bundle", dict, ""), "digest", str, "sealed_bundle."),
+        bundle_json_digest=(
+            None if json_copy is None else _get(json_copy, "digest", str, f"files.{BUNDLE_JSON}.")
+        ),
         approvers=approvers,
         request_lifetime_seconds=_get(policy, "request_lifetime_seconds", int, "policy."),
         on_activate=tuple(hook) if hook else None,
@@ -159,14 +169,22 @@ def load_sealed_scope(layout: Layout, image: HostImage, scope: str) -> SealedSco
     Raises CheckFailed when the bundle differs from what the manifest records,
     InputError when it is malformed or lacks the scope.
     """
-    try:
-        raw = bounded.read(layout.bundle, "sealed bundle")
-    except OSError as e:
-        raise InputError(
-            f"cannot read the sealed bundle ({e.strerror})", where=str(layout.bundle)
-        ) from None
-    if digest(raw) != image.bundle_digest:
-        raise CheckFailed("the sealed bundle does not match the digest in the image manifest")
-    from builder.bundle import SealedBundle  # YAML: only the request and unseal paths need it
+    from builder.bundle import SealedBundle  # only the request and unseal paths need it
 
-    return SealedBundle.from_bytes(raw, str(layout.bundle)).scope(scope)
+    as_json = image.bundle_json_digest is not None
+    path = layout.bundle_json if as_json else layout.bundle
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read the sealed bundle ({e.strerror})", where=str(path)) from None
+    if digest(raw) != (image.bundle_json_digest if as_json else image.bundle_digest):
+        raise CheckFailed("the sealed bundle does not match the digest in the image manifest")
+    if as_json:
+        return SealedBundle.from_json(raw, str(path)).scope(scope)
+    try:
+        return SealedBundle.from_bytes(raw, str(path)).scope(scope)
+    except ImportError:
+        # a host runtime from an image carries no YAML library: its image has the JSON copy
+        raise InputError(
+            "the image manifest lists no json copy of the sealed bundle", where=str(path)
+        ) from None

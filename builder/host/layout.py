@@ -13,6 +13,7 @@ from pathlib import Path
 
 MANIFEST = "etc/breakglass/manifest.json"
 BUNDLE = "etc/breakglass/sealed.yaml"
+BUNDLE_JSON = "etc/breakglass/sealed.json"
 STATE_DIR = "var/lib/breakglass"
 RUNTIME_DIR = "run/breakglass"
 AGENTS = "agents"  # run/breakglass/agents/AGENT/CONFIG: the active break-glass overlays
@@ -52,6 +53,10 @@ class Layout:
     @property
     def bundle(self) -> Path:
         return self.root / BUNDLE
+
+    @property
+    def bundle_json(self) -> Path:
+        return self.root / BUNDLE_JSON
 
     @property
     def state_dir(self) -> Path:

@@ -1,0 +1,84 @@
+"""``audit verify`` reads the log line by line: the same verdicts as a whole-file parse,
+and a bound on what one line may make it hold."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from builder.errors import CheckFailed
+from builder.host import audit
+from builder.host.layout import Layout
+
+T0 = dt.datetime(2026, 11, 29, 19, 0, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Layout:
+    layout = Layout(tmp_path)
+    for n in range(4):
+        audit.append(layout, T0, "test-event", details={"n": n}, who="tester")
+    return layout
+
+
+def _lines(layout: Layout) -> list[bytes]:
+    return layout.audit.read_bytes().splitlines(keepends=True)
+
+
+def test_a_line_longer_than_any_event_is_refused_without_reading_it_whole(log: Layout) -> None:
+    lines = _lines(log)
+    lines.insert(2, b"x" * (audit.MAX_LINE + 10) + b"\n")
+    log.audit.write_bytes(b"".join(lines))
+    with pytest.raises(CheckFailed, match="audit log line 3: longer than any event"):
+        audit.verify(log)
+
+
+@pytest.mark.parametrize(
+    ("replacement", "message"),
+    [
+        (b"null\n", "line 2: not an audit event"),
+        (b"{not json\n", "line 2: not json"),
+        (b"\xff\xfe\n", "line 2: not json"),
+    ],
+)
+def test_odd_lines_get_the_same_verdicts(log: Layout, replacement: bytes, message: str) -> None:
+    lines = _lines(log)
+    lines[1] = replacement
+    log.audit.write_bytes(b"".join(lines))
+    with pytest.raises(CheckFailed, match=message):
+        audit.verify(log)
+
+
+def test_whitespace_in_a_valid_event_is_an_edit(log: Layout) -> None:
+    lines = _lines(log)
+    lines[1] = b" " + lines[1]
+    log.audit.write_bytes(b"".join(lines))
+    with pytest.raises(CheckFailed, match="line 2: not in canonical form"):
+        audit.verify(log)
+
+
+def test_the_head_is_matched_while_streaming(log: Layout) -> None:
+    result = audit.verify(log)
+    assert result.events == 4
+    lines = _lines(log)
+    # the head names line 4; a log cut back to line 3 is found, as is an extra tail
+    log.audit.write_bytes(b"".join(lines[:3]))
+    with pytest.raises(CheckFailed, match="head records line 4"):
+        audit.verify(log)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"a": 1, "b": [1.5, -0.0, 1e300, 2**70, None, True], "é": 'ü\u2028\x00"\\', "z": {"y": {}}},
+        {"seq": 1, "details": {"reason": "tab\there", "n": [3, 2, 1]}, "scope": None},
+        [],
+        "text",
+    ],
+)
+def test_the_verify_encoder_is_the_canonical_one(document: object) -> None:
+    from builder.canonical import dumps
+
+    assert audit._canonical(document) == dumps(document)
