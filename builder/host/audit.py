@@ -198,7 +198,11 @@ def _check_line(n: int, line: bytes, prev: str) -> None:
         raise CheckFailed(f"{where}: not json")
     if not isinstance(event, dict) or event.keys() != _FIELD_SET:
         raise CheckFailed(f"{where}: not an audit event")
-    if _canonical(event) != line:
+    try:
+        canonical = _canonical(event)
+    except (UnicodeEncodeError, TypeError, ValueError):  # a lone surrogate ("\ud800"), NaN
+        raise CheckFailed(f"{where}: not an audit event (invalid unicode or number)") from None
+    if canonical != line:
         raise CheckFailed(f"{where}: not in canonical form (edited)")
     if event["seq"] != n:
         raise CheckFailed(f"{where}: sequence number {event['seq']} where {n} was expected")
