@@ -10,7 +10,7 @@ SIGN_KEY ?= examples/keys/release
 # git does not keep file modes, and ssh-keygen refuses a private key others can read
 DEMO_PRIVATE := examples/keys/alice examples/keys/bob examples/keys/carol examples/keys/release
 
-.PHONY: demo test test-e2e lint tools bench bytecode clean mutate mutate-ci
+.PHONY: demo test test-e2e fuzz lint tools bench bytecode clean mutate mutate-ci
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -41,6 +41,11 @@ lint: $(VENV)/.installed
 test: $(VENV)/.installed tools lint
 	@chmod 600 $(DEMO_PRIVATE)
 	$(VENV)/bin/pytest -q
+
+# every reader of untrusted input against 1,000,000 mutated inputs (tests/fuzz_targets.py)
+FUZZ_TOTAL ?= 1000000
+fuzz: $(VENV)/.installed
+	$(PY) -m tests.fuzz_targets --total $(FUZZ_TOTAL)
 
 test-e2e: $(VENV)/.installed tools
 	@chmod 600 $(DEMO_PRIVATE)

@@ -15,14 +15,19 @@ from datetime import datetime
 from pathlib import Path
 
 from builder import agecrypt, sshsig
+from builder.display import escape
 from builder.duration import format_seconds
 from builder.errors import CheckFailed, InputError
 from builder.request import Approval, UnsealRequest, format_time
 
 
 def summary(request: UnsealRequest) -> list[tuple[str, str]]:
-    """What the approver is asked to consent to, as label/value pairs (no secret)."""
-    return [
+    """What the approver is asked to consent to, as label/value pairs (no secret).
+
+    Every value is escaped (``builder.display``): the request comes from
+    another machine and must not be able to redraw what the approver reads.
+    """
+    pairs = [
         ("request", request.id),
         (
             "image",
@@ -36,6 +41,7 @@ def summary(request: UnsealRequest) -> list[tuple[str, str]]:
         ("expires", format_time(request.not_after)),
         ("request digest", request.digest),
     ]
+    return [(label, escape(value)) for label, value in pairs]
 
 
 def check_approvable(request: UnsealRequest, approver: str, now: datetime) -> None:

@@ -87,14 +87,18 @@ class BuildResult:
 def load_bundle(spec: ImageSpec) -> tuple[SealedBundle, bytes]:
     """Read the sealed bundle beside the spec and check it was sealed for this spec as it is now."""
     path = spec.sealed_path
+    from builder import bounded
+
     try:
-        data = path.read_bytes()
+        data = bounded.read(path, "sealed bundle")
     except FileNotFoundError:
         raise InputError(
             "no sealed bundle for this spec",
             where=str(path),
             hint=f"run `breakglass seal {spec.path}`",
         ) from None
+    except OSError as e:
+        raise InputError(f"cannot read the sealed bundle ({e.strerror})", where=str(path)) from None
     bundle = SealedBundle.from_bytes(data, str(path))
     if bundle.image != spec.name or bundle.policy_digest != spec.policy_digest:
         raise InputError(

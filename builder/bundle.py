@@ -12,7 +12,7 @@ import io
 from dataclasses import dataclass
 from typing import Any
 
-from builder import agecrypt
+from builder import agecrypt, bounded
 from builder.errors import InputError
 from builder.quorum import Group, fewest
 from builder.yamlfile import Node
@@ -113,6 +113,7 @@ class SealedBundle:
     @classmethod
     def from_bytes(cls, data: bytes, filename: str) -> SealedBundle:
         """Parse and check a bundle. Raises InputError with ``file:line:col``."""
+        bounded.check_size(len(data), "sealed bundle", filename)
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
@@ -125,7 +126,7 @@ class SealedBundle:
                 return cls._from_node(fast)
             except InputError:
                 pass  # parsed again below, for a message with its line and column
-        return cls._from_node(loads(text, filename))
+        return cls._from_node(loads(text, filename, "sealed bundle"))
 
     @classmethod
     def from_json(cls, data: bytes, filename: str) -> SealedBundle:
@@ -134,13 +135,11 @@ class SealedBundle:
         The same checks as ``from_bytes``, with ``json`` instead of the YAML
         loader. Raises InputError when it is malformed or not canonical.
         """
-        import json
-
         from builder.canonical import dumps
 
         try:
-            doc = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
+            doc = bounded.load_json(data, "sealed bundle", filename)
+        except bounded.NotJson:
             raise InputError("sealed bundle is not json", where=filename) from None
         bundle = cls._from_node(Node(doc, filename, (0, 0)))
         if dumps(bundle.to_dict()) != data:

@@ -11,13 +11,13 @@ it was used. Anything but all-in-sync, on time and unburned is drift.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from builder import bounded
 from builder.errors import InputError
 
 ENROLMENT_FORMAT = "breakglass-enrolment/1"
@@ -201,11 +201,10 @@ def compare(
 def load_enrolment(path: Path) -> Enrolment:
     """Read an enrolment file; raises InputError naming the file and the problem."""
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        raw = bounded.read(path, "enrolment")
     except OSError as e:
         raise InputError(f"cannot read enrolment ({e.strerror})", where=str(path)) from None
-    except ValueError:
-        raise InputError("enrolment is not valid JSON", where=str(path)) from None
+    doc = bounded.load_json(raw, "enrolment", where=str(path))
     try:
         return Enrolment.from_dict(doc)
     except InputError as e:
@@ -217,7 +216,7 @@ def sealed_from_bundle(path: Path) -> Sealed:
     from builder.bundle import SealedBundle
 
     try:
-        data = path.read_bytes()
+        data = bounded.read(path, "sealed bundle")
     except OSError as e:
         raise InputError(f"cannot read sealed bundle ({e.strerror})", where=str(path)) from None
     bundle = SealedBundle.from_bytes(data, str(path))
@@ -233,17 +232,20 @@ def sealed_from_manifest(path: Path) -> Sealed:
     """The public parts and rotation date a built break-glass manifest records."""
     where = str(path)
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = bounded.load_json(bounded.read(path, "manifest"), "manifest", where)
         image = doc["image"]["name"]
         rotate_by = doc["sealed_bundle"].get("rotate_by")
         scopes = doc["scopes"]
     except OSError as e:
         raise InputError(f"cannot read manifest ({e.strerror})", where=where) from None
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (KeyError, TypeError, AttributeError):
         raise InputError("not a break-glass manifest", where=where) from None
     parts = []
     for scope in scopes if isinstance(scopes, list) else []:
-        for cred in scope.get("credentials", []) if isinstance(scope, dict) else []:
+        creds = scope.get("credentials") if isinstance(scope, dict) else None
+        for cred in creds if isinstance(creds, list) else []:
+            if not isinstance(cred, dict):
+                raise InputError("a manifest credential is not a mapping", where=where)
             fields = {k: cred.get(k) for k in ("name", "kind", "public", "fingerprint")}
             parts.append(PublicPart.from_dict({"scope": scope.get("name"), **fields}, where))
     return Sealed(str(image), tuple(parts), _time(rotate_by, where))

@@ -10,11 +10,10 @@ trusts only what this file says, and only after its signature checks out.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from builder import canonical
+from builder import bounded, canonical
 from builder.bundle import SealedBundle
 from builder.errors import CheckFailed, InputError
 from builder.payload import BUNDLE_PATH, RUNTIME_DIR, PayloadFile
@@ -103,18 +102,23 @@ class Manifest:
 
     @classmethod
     def from_bytes(cls, raw: bytes, where: str = "manifest") -> Manifest:
-        """Parse manifest bytes; raises CheckFailed when they are not a canonical manifest."""
+        """Parse manifest bytes; raises CheckFailed when they are not a canonical manifest.
+
+        Checks the shape of every field the accessors below read, so that a
+        parsed manifest never raises anything but our errors later.
+        """
         try:
-            doc = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise CheckFailed(f"{where}: manifest is not valid JSON ({type(e).__name__})") from None
+            doc = bounded.load_json(raw, "manifest")
+        except InputError as e:
+            raise CheckFailed(f"{where}: {e.message}") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise CheckFailed(f"{where}: not a breakglass manifest (want format {FORMAT})")
         if set(doc) != TOP_KEYS:
             raise CheckFailed(f"{where}: manifest fields differ from {FORMAT}")
         if canonical.dumps(doc) != raw:
             raise CheckFailed(f"{where}: manifest is not in canonical form")
-        if not doc["policy"].get("approvers"):
+        _check_shape(doc, where)
+        if not doc["policy"]["approvers"]:
             raise CheckFailed(f"{where}: manifest names no approvers")
         return cls(raw, doc)
 
@@ -155,3 +159,31 @@ class Manifest:
     def approver_keys(self) -> dict[str, str]:
         """Approver name -> OpenSSH signing key, as the signed manifest says."""
         return {a["name"]: a["signing_key"] for a in self.doc["policy"]["approvers"]}
+
+
+def _check_shape(doc: dict[str, Any], where: str) -> None:
+    """Raise CheckFailed unless the fields the accessors read have the types they expect."""
+
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise CheckFailed(f"{where}: manifest {what} is missing or malformed")
+
+    image, policy = doc["image"], doc["policy"]
+    need(isinstance(image, dict), "image")
+    need(all(isinstance(image.get(k), str) for k in ("name", "version")), "image name or version")
+    need(
+        isinstance(doc["files"], dict) and all(isinstance(v, dict) for v in doc["files"].values()),
+        "files",
+    )
+    need(isinstance(doc["sealed_bundle"], dict), "sealed_bundle")
+    need(isinstance(doc["provenance"], dict), "provenance")
+    need(isinstance(policy, dict) and isinstance(policy.get("approvers"), list), "policy.approvers")
+    for a in policy["approvers"]:
+        need(
+            isinstance(a, dict) and all(isinstance(a.get(k), str) for k in ("name", "signing_key")),
+            "approver",
+        )
+    for key in ("scopes", "agents"):
+        need(isinstance(doc[key], list), key)
+        for item in doc[key]:
+            need(isinstance(item, dict) and isinstance(item.get("name"), str), f"{key} entry")

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from builder import bounded
 from builder.canonical import digest, dumps
 from builder.errors import InputError
 from builder.quorum import Group
@@ -30,6 +30,8 @@ APPROVAL_ARMOR = "BREAKGLASS-APPROVAL-1:"
 # \Z, not $: "$" also matches before a final newline, which would let "dave\n" pass as a name
 _ID = re.compile(r"^[0-9a-f]{32}\Z")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+# a reason is audited on one line, and an audit line has a cap (builder.bounded)
+MAX_REASON = 2000
 
 
 def format_time(t: datetime) -> str:
@@ -180,6 +182,8 @@ class UnsealRequest:
             groups=tuple(group_from_dict(g, what) for g in groups),
             shares=dict(shares),
         )
+        if len(request.reason) > MAX_REASON:
+            raise InputError(f"request: reason is longer than {MAX_REASON} characters")
         if request.group_threshold > len(request.groups):
             raise InputError("request: group_threshold exceeds the number of groups")
         return request
@@ -282,7 +286,13 @@ def _b64(data: bytes) -> str:
 
 
 def _document(text: str, armor: str, what: str) -> object:
-    """Decode an armored line or JSON text into a JSON value; raises InputError."""
+    """Decode an armored line or JSON text into a JSON value within ``what``'s bounds.
+
+    Raises InputError when it is too large, malformed, or breaks a bound of
+    ``builder.bounded``.
+    """
+    # base64 is 4/3 of the bytes it carries; anything longer cannot be under the cap
+    bounded.check_size(len(text) * 3 // 4 - len(armor), what)
     text = text.strip()
     if text.startswith(armor):
         body = "".join(text[len(armor) :].split())
@@ -291,10 +301,10 @@ def _document(text: str, armor: str, what: str) -> object:
         except (binascii.Error, ValueError):
             raise InputError(f"malformed armored {what}") from None
     else:
-        raw = text.encode("utf-8", "replace")
+        raw = text.encode("utf-8", "surrogatepass")
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        return bounded.load_json(raw, what)
+    except bounded.NotJson:
         raise InputError(f"{what} is neither json nor an armored line") from None
 
 
@@ -303,11 +313,16 @@ def load_text(source: str, armor: str, what: str) -> object:
     if source.strip().startswith(armor):
         return _document(source, armor, what)
     path = Path(source)
+    limit = bounded.cap(what) * 4 // 3 + 1024  # armor makes a document 4/3 longer
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+        text = data.decode("utf-8")
+    except (OSError, ValueError) as e:  # ValueError: not UTF-8, or a NUL in the path
         reason = e.strerror if isinstance(e, OSError) and e.strerror else "unreadable"
         raise InputError(f"cannot read {what} ({reason})", where=source[:200]) from None
+    if len(data) > limit:
+        raise InputError(f"{what} is larger than its cap", where=source[:200])
     return _document(text, armor, what)
 
 

@@ -17,6 +17,7 @@ from builder import canonical, duration
 from builder.enrol_targets import EnrolTarget, parse_targets
 from builder.errors import InputError
 from builder.policy import Approver, Policy, parse_approvers, parse_policy
+from builder.sudo_policy import shell_escape
 from builder.yamlfile import Node, load, node_duration, node_name, to_plain, unique
 
 SEMVER_RE = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
@@ -202,13 +203,16 @@ def _scopes(node: Node, policy: Policy) -> tuple[Scope, ...]:
             raise item.get("emergency_user").error(
                 f"emergency_user '{user}' is not a valid user name"
             )
-        sudo = item.get("sudo").texts("sudo") if item.has("sudo") else ()
-        for command, entry in zip(sudo, item.get("sudo").items("sudo"), strict=False):
-            if not SUDO_COMMAND_RE.match(command) or "ALL" in command.split():
-                raise entry.error(
-                    f"sudo entry '{command}' must be an exact command with an absolute path, "
-                    "no wildcards or sudoers syntax"
-                )
+        if user == "root":
+            raise item.get("emergency_user").error(
+                "emergency_user must not be root: the window would be a root login",
+                hint="name a dedicated account and grant it exact sudo commands",
+            )
+        sudo = (
+            tuple(_sudo_entry(entry) for entry in item.get("sudo").items("sudo"))
+            if item.has("sudo")
+            else ()
+        )
         if sudo and user is None:
             raise item.get("sudo").error(f"scope '{name}' grants sudo but has no emergency_user")
         out.append(
@@ -217,6 +221,33 @@ def _scopes(node: Node, policy: Policy) -> tuple[Scope, ...]:
     if not out:
         raise node.error("scopes must not be empty")
     return tuple(out)
+
+
+def _sudo_entry(entry: Node) -> str:
+    """One sudo entry: a command string, or ``{command, allow_shell_escape: why}``.
+
+    Raises InputError located at the entry when the command is not exact, or
+    can give a root shell (``builder.sudo_policy``) without a justified opt-in.
+    """
+    justification = None
+    node = entry
+    if isinstance(entry.value, dict):
+        entry.mapping(
+            "a sudo entry", {"command", "allow_shell_escape"}, {"command", "allow_shell_escape"}
+        )
+        node = entry.get("command")
+        justification = entry.get("allow_shell_escape").text("allow_shell_escape")
+    command = node.text("each entry of sudo")
+    if not SUDO_COMMAND_RE.match(command) or "ALL" in command.split():
+        raise node.error(
+            f"sudo entry '{command}' must be an exact command with an absolute path, "
+            "no wildcards or sudoers syntax"
+        )
+    escape = shell_escape(command)
+    if escape is not None and justification is None:
+        why, hint = escape
+        raise node.error(f"sudo entry '{command}' can give a root shell: {why}", hint=hint)
+    return command
 
 
 def _credentials(node: Node, scopes: tuple[Scope, ...]) -> tuple[Credential, ...]:

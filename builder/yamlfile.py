@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from builder import duration
+from builder import bounded, duration
 from builder.errors import InputError
 
 if TYPE_CHECKING:
@@ -32,15 +32,20 @@ def round_trip_yaml() -> YAML:
     return yaml
 
 
-def load(path: Path) -> Node:
-    """Load a YAML file into a located ``Node``; malformed YAML raises InputError with its position."""
+def load(path: Path, kind: str = "spec") -> Node:
+    """Load a YAML file into a located ``Node``; malformed YAML raises InputError with its position.
+
+    A file over the cap of ``kind`` (``builder.bounded``) is refused before it is parsed.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        text = bounded.read(path, kind).decode("utf-8")
     except FileNotFoundError:
         raise InputError("file not found", where=str(path)) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read file ({e})", where=str(path)) from None
-    return loads(text, str(path))
+    except OSError as e:
+        raise InputError(f"cannot read file ({e.strerror})", where=str(path)) from None
+    except UnicodeDecodeError:
+        raise InputError("file is not utf-8", where=str(path)) from None
+    return loads(text, str(path), kind)
 
 
 def fast_loads(text: str, filename: str) -> Node | None:
@@ -50,6 +55,8 @@ def fast_loads(text: str, filename: str) -> Node | None:
     For a file that is read often and almost always valid (the sealed bundle): check the
     fast result, and on any error parse again with ``loads`` for the located message.
     """
+    bounded.check_size(len(text), "sealed bundle", filename)
+    _check_flow_depth(text, "sealed bundle", filename)
     try:
         from ruamel.yaml import YAML
         from ruamel.yaml.error import YAMLError
@@ -60,10 +67,18 @@ def fast_loads(text: str, filename: str) -> Node | None:
         data = yaml.load(text)
     except (ImportError, YAMLError, RecursionError, ValueError, TypeError):
         return None
+    bounded.check_tree(data, "sealed bundle", filename, strings=False)
     return Node(data, filename, (0, 0))
 
 
-def loads(text: str, filename: str) -> Node:
+def loads(text: str, filename: str, kind: str = "spec") -> Node:
+    """Parse YAML text within the bounds of ``kind``: size, depth and node count.
+
+    Raises InputError with the position ruamel reports, or naming the bound.
+    """
+    # a character is at least one byte: a text longer than the cap cannot fit under it
+    bounded.check_size(len(text), kind, filename)
+    _check_flow_depth(text, kind, filename)
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
@@ -81,8 +96,11 @@ def loads(text: str, filename: str) -> Node:
         # ruamel recurses once per nesting level; no spec or bundle is nested this deep
         raise InputError("malformed yaml: nested too deeply", where=filename) from None
     except (IndexError, ValueError):
-        # ruamel's constructors crash on some odd scalars ("-_", "._") instead of raising
+        # ruamel converts scalars as it goes and crashes on some odd ones ("-_", "._"), or on
+        # an integer of thousands of digits, instead of raising
         raise InputError("malformed yaml: a value that cannot be read", where=filename) from None
+    # aliases make a tree whose walk could be exponential; the walk stops at the node cap
+    bounded.check_tree(data, kind, filename, strings=False)
     # the document starts where its first node does, past any leading comments
     pos = (data.lc.line, data.lc.col) if isinstance(data, CommentedMap | CommentedSeq) else (0, 0)
     return Node(data, filename, pos)
@@ -198,6 +216,29 @@ def to_plain(value: Any) -> Any:
     if isinstance(value, bool | int | float | str) or value is None:
         return value if not isinstance(value, str) else str(value)
     return str(value)
+
+
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def _check_flow_depth(text: str, kind: str, filename: str) -> None:
+    """Refuse flow collections (``[[[...``) nested deeper than ``bounded.MAX_DEPTH`` before parsing.
+
+    ruamel's scanner takes time quadratic in flow depth (3,000 levels: seconds).
+    Brackets inside quoted strings and comments are counted too, so this can
+    only over-count: a spec would need dozens of unclosed brackets in its
+    text to trip it.
+    """
+    brackets = _NOT_BRACKET.sub("", text)
+    if len(brackets) <= bounded.MAX_DEPTH:
+        return
+    depth = 0
+    for ch in brackets:
+        depth = depth + 1 if ch in "[{" else max(0, depth - 1)
+        if depth > bounded.MAX_DEPTH:
+            raise InputError(
+                f"{kind}: nested deeper than {bounded.MAX_DEPTH} levels", where=filename
+            )
 
 
 def _one_line(problem: str) -> str:

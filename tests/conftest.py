@@ -40,6 +40,12 @@ def require_root(why: str) -> None:
     pytest.skip(f"needs root: {why}")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _receipts_stay_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """``approve`` keeps receipts under $XDG_STATE_HOME: never in the real home during tests."""
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("xdg-state"))
+
+
 DEMO_KEYS = ROOT / "examples" / "keys"
 BREAKGLASS = [sys.executable, "-m", "builder"]
 

@@ -141,7 +141,7 @@ def test_manifest_as_the_recorded_side(spec: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("{", "enrolment is not valid JSON"),
+        ("{", "enrolment is not valid json"),
         ('{"format":"other","image":"example","credentials":[]}', "enrolment format is not"),
         (
             '{"format":"breakglass-enrolment/1","image":"example","credentials":[],"extra":1}',

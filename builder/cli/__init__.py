@@ -11,6 +11,7 @@ import click
 
 from builder import __version__
 from builder.cli import approve, base, build, drill, fleet, host
+from builder.display import escape
 from builder.errors import BreakglassError
 
 REPORT_URL = "https://github.com/breakglass-dev/breakglass/issues"
@@ -35,9 +36,10 @@ def main() -> None:
     try:
         code = cli.main(standalone_mode=False)
     except BreakglassError as e:
-        click.echo(f"breakglass: error: {e.message}", err=True)
+        # messages quote file names, keys and values from the input: keep them to one inert line
+        click.echo(f"breakglass: error: {escape(e.message, backslash=False)}", err=True)
         if e.hint:
-            click.echo(f"hint: {e.hint}", err=True)
+            click.echo(f"hint: {escape(e.hint, backslash=False)}", err=True)
         sys.exit(e.exit_code)
     except click.exceptions.Abort as e:
         if isinstance(e.__cause__, KeyboardInterrupt):
@@ -46,7 +48,7 @@ def main() -> None:
         click.echo("breakglass: error: aborted", err=True)
         sys.exit(1)
     except click.ClickException as e:
-        click.echo(f"breakglass: error: {e.format_message()}", err=True)
+        click.echo(f"breakglass: error: {escape(e.format_message(), backslash=False)}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         click.echo("breakglass: error: interrupted", err=True)

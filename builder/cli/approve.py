@@ -33,12 +33,19 @@ import click
     "--allowed-signers", type=click.Path(dir_okay=False, path_type=Path),
     help="Trusted image signers, to check --image's signature first.",
 )  # fmt: skip
+@click.option(
+    "--receipts", "receipts_dir", type=click.Path(file_okay=False, path_type=Path),
+    help="Keep the approval's receipt here (default ~/.local/state/breakglass/receipts); "
+    "`drift --receipts` checks receipts against hosts' audit logs.",
+)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def approve_cmd(
     request: str, identity: Path, signing_key: Path, approver: str, yes: bool, out: Path | None,
-    image_dir: Path | None, allowed_signers: Path | None, as_json: bool,
+    image_dir: Path | None, allowed_signers: Path | None, receipts_dir: Path | None,
+    as_json: bool,
 ) -> None:  # fmt: skip
     """Approve REQUEST (a file or an armored line): re-encrypt your share to it and sign."""
+    from builder import receipt
     from builder.approve import approve, check_approvable, summary
     from builder.fsio import write_atomic
     from builder.request import load_request
@@ -55,11 +62,15 @@ def approve_cmd(
     approval = approve(
         parsed, approver=approver, identity=identity, signing_key=signing_key, now=now
     )
+    # the receipt first: an approval that leaves no receipt cannot be checked against the host
+    receipt_path = receipt.keep(receipt.Receipt.of(parsed, approval),
+                                receipts_dir or receipt.default_dir())  # fmt: skip
     if out is not None:
         write_atomic(out, approval.canonical())
     if as_json:
         click.echo(json.dumps({"approval": approval.armored(), "digest": approval.digest,
-                               "file": str(out) if out else None}, sort_keys=True))  # fmt: skip
+                               "file": str(out) if out else None,
+                               "receipt": str(receipt_path)}, sort_keys=True))  # fmt: skip
     else:
         click.echo(approval.armored())
 

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from builder.receipt import Ceremony
 
 
 class _DefaultRunGroup(click.Group):
@@ -27,8 +32,10 @@ def _emit(document: dict[str, Any], lines: list[str], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(document, indent=2, sort_keys=True))
     else:
+        from builder.display import escape
+
         for line in lines:
-            click.echo(line)
+            click.echo(escape(line, backslash=False))  # names come from enrolments and receipts
 
 
 @click.command("drift")
@@ -51,17 +58,35 @@ def _emit(document: dict[str, Any], lines: list[str], as_json: bool) -> None:
     type=click.Path(path_type=Path, file_okay=False),
     help="A host root whose state says which scopes are burned.",
 )
+@click.option(
+    "--receipts",
+    "receipts_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Approvers' receipts (from `approve`): flag approved requests never activated.",
+)
+@click.option(
+    "--audit",
+    "audit_logs",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="A collected host audit log (audit.jsonl); repeat for every host of the image.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def drift_command(
     spec: Path,
     enrolment_path: Path,
     manifest_path: Path | None,
     root: Path | None,
+    receipts_dir: Path | None,
+    audit_logs: tuple[Path, ...],
     as_json: bool,
 ) -> None:
     """Report credentials out of sync with an enrolment, overdue for rotation, or burned.
 
-    Exit 1 when anything is not in sync, overdue or burned.
+    With --receipts and --audit, also every approved request that was never
+    activated (its shares may have been combined outside `host unseal`): its
+    scope is marked for rotation. Exit 1 when anything is not in sync,
+    overdue, burned or approved without activation.
     """
     from datetime import UTC, datetime
 
@@ -86,10 +111,51 @@ def drift_command(
             where=str(enrolment_path),
         )
     burned = drift.burned_scopes(root) if root is not None else ()
+    sealed_from = manifest_path or image.sealed_path
+    ceremonies = _ceremonies(
+        receipts_dir, audit_logs, now, image.name, sealed_from, manifest_path is not None
+    )
+    burned = (*burned, *(c.scope for c in ceremonies))
     report = drift.compare(sealed, enrolment.credentials, now, burned)
-    _emit(report.to_dict(), report.lines(), as_json)
-    if not report.ok:
+    document = report.to_dict()
+    if receipts_dir is not None:
+        document["ceremonies"] = [c.to_dict() for c in ceremonies]
+    lines = [c.line() for c in ceremonies] + report.lines()
+    _emit(document, lines, as_json)
+    if not report.ok or ceremonies:
         raise CheckFailed(f"drift found for image '{image.name}'")
+
+
+def _ceremonies(
+    receipts_dir: Path | None,
+    audit_logs: tuple[Path, ...],
+    now: datetime,
+    image: str,
+    sealed_from: Path,
+    is_manifest: bool,
+) -> list[Ceremony]:
+    """Approved requests of ``image`` since its last seal, from receipts and audit logs.
+
+    [] without ``--receipts``. Raises InputError when one option comes without the other.
+    """
+    from builder import receipt
+    from builder.errors import InputError
+
+    if receipts_dir is None:
+        if audit_logs:
+            raise InputError("--audit goes with --receipts")
+        return []
+    if not audit_logs:
+        raise InputError(
+            "--receipts needs the hosts' audit logs", hint="pass --audit FILE for each host"
+        )
+    activated: set[str] = set()
+    for log in audit_logs:
+        activated |= receipt.activated_requests(log)
+    since = receipt.sealed_at(sealed_from, manifest=is_manifest)
+    return receipt.ceremonies(
+        receipt.load_all(receipts_dir), activated, now, image=image, sealed_at=since
+    )
 
 
 @click.group("drill", cls=_DefaultRunGroup, invoke_without_command=False)

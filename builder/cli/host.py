@@ -139,13 +139,16 @@ def audit_show_cmd(root: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(events, sort_keys=True))
         return
+    from builder.display import escape
+
     for e in events:
-        details = " ".join(f"{k}={json.dumps(v)}" for k, v in sorted(e.get("details", {}).items()))
-        rid = (e.get("request_id") or "-")[:8]
-        click.echo(
+        details = " ".join(f"{k}={json.dumps(v)}" for k, v in sorted(e["details"].items()))
+        rid = str(e.get("request_id") or "-")[:8]
+        line = (
             f"{e.get('seq')} {e.get('time')} {e.get('event')} actor={e.get('actor')} "
             f"request={rid} scope={e.get('scope') or '-'} {details}".rstrip()
         )
+        click.echo(escape(line, backslash=False))  # the log is written by anyone who owns the host
 
 
 def register(cli: click.Group) -> None:

@@ -12,14 +12,13 @@ report lists who has and has not checked in for the bundle as it is now
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from builder import agecrypt
+from builder import agecrypt, bounded
 from builder.bundle import SealedBundle
 from builder.canonical import digest, dumps
 from builder.errors import CheckFailed, InputError
@@ -132,10 +131,7 @@ def read_checkins(path: Path) -> list[CheckIn]:
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            doc = json.loads(line)
-        except ValueError:
-            raise InputError("not json", where=f"{path}:{n}") from None
+        doc = bounded.load_json(line, "check-in", where=f"{path}:{n}")
         out.append(CheckIn.from_dict(doc, f"{path}:{n}"))
     return out
 

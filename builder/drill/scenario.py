@@ -297,6 +297,7 @@ class Drill:
                 self._json(self._cmd(
                     "approve", str(request_file), "--identity", str(k.identity), "--signing-key",
                     str(k.signing_key), "--approver", name, "--yes", "--out", str(out), "--json",
+                    "--receipts", str(work / "receipts"),  # drill receipts stay with the drill
                 ), f"approve by {name}")  # fmt: skip
                 approvals.append(str(out))
             if self.unsafe_break == "frozen-clock" and not self.host_env:

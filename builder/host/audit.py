@@ -21,8 +21,9 @@ from datetime import datetime
 from hashlib import sha256
 from typing import Any
 
+from builder import bounded
 from builder.canonical import digest, dumps
-from builder.errors import CheckFailed, StateError
+from builder.errors import CheckFailed, InputError, StateError
 from builder.host.layout import Layout
 from builder.host.safepath import ensure_dir, write_file
 from builder.request import format_time
@@ -92,8 +93,8 @@ def append(
             seq, prev = 1, GENESIS
         else:
             try:
-                seq = int(json.loads(last)["seq"]) + 1
-            except (ValueError, KeyError, TypeError):
+                seq = int(bounded.load_json(last, "audit line")["seq"]) + 1
+            except (InputError, ValueError, KeyError, TypeError):
                 raise StateError(
                     "the audit log's last line is unreadable; run `host audit verify`"
                 ) from None
@@ -197,7 +198,11 @@ def _check_line(n: int, line: bytes, prev: str) -> None:
         raise CheckFailed(f"{where}: not json")
     if not isinstance(event, dict) or event.keys() != _FIELD_SET:
         raise CheckFailed(f"{where}: not an audit event")
-    if _canonical(event) != line:
+    try:
+        canonical = _canonical(event)
+    except (UnicodeEncodeError, TypeError, ValueError):  # a lone surrogate ("\ud800"), NaN
+        raise CheckFailed(f"{where}: not an audit event (invalid unicode or number)") from None
+    if canonical != line:
         raise CheckFailed(f"{where}: not in canonical form (edited)")
     if event["seq"] != n:
         raise CheckFailed(f"{where}: sequence number {event['seq']} where {n} was expected")
@@ -252,11 +257,12 @@ def _parse_line(line: bytes) -> tuple[bool, Any]:
         value, end = _SCAN(text, 0)
         if end == len(text) - 1:
             return True, value
-    except (UnicodeDecodeError, StopIteration, ValueError):
+    except (UnicodeDecodeError, StopIteration, ValueError, RecursionError):
         pass
     try:
-        return True, json.loads(line)
-    except ValueError:
+        # the slow path is the bounded reader: depth, numbers, unicode and duplicate keys
+        return True, bounded.load_json(line, "audit line")
+    except InputError:
         return False, None
 
 
@@ -273,8 +279,8 @@ def _read_head(layout: Layout) -> bytes | None:
 def _head_seq(raw: bytes | None) -> int | None:
     """The line number the head record names, if it can be read (``_check_head`` judges it)."""
     try:
-        return int(json.loads(raw or b"")["seq"])
-    except (ValueError, KeyError, TypeError):
+        return int(bounded.load_json(raw or b"", "audit head")["seq"])
+    except (InputError, ValueError, KeyError, TypeError):
         return None
 
 
@@ -285,9 +291,9 @@ def _check_head(raw: bytes | None, count: int, at_head: str | None) -> None:
             raise CheckFailed("audit head record is missing")
         return
     try:
-        head = json.loads(raw)
+        head = bounded.load_json(raw, "audit head")
         seq, value = int(head["seq"]), str(head["head"])
-    except (ValueError, KeyError, TypeError):
+    except (InputError, ValueError, KeyError, TypeError):
         raise CheckFailed("audit head record is malformed") from None
     # A crash between the append and the head update leaves the head one line behind: accepted.
     if seq < 1:
@@ -301,7 +307,11 @@ def _check_head(raw: bytes | None, count: int, at_head: str | None) -> None:
 
 
 def read_events(layout: Layout) -> list[dict[str, Any]]:
-    """Every event as parsed JSON, for ``audit show``; unparsable lines are CheckFailed."""
+    """Every event as parsed JSON, for ``audit show``.
+
+    Each is an object with exactly the audit fields and an object for
+    ``details``; any other line is CheckFailed.
+    """
     try:
         data = layout.audit.read_bytes()
     except FileNotFoundError:
@@ -309,7 +319,16 @@ def read_events(layout: Layout) -> list[dict[str, Any]]:
     events = []
     for n, line in enumerate(data.splitlines(), start=1):
         try:
-            events.append(json.loads(line))
-        except ValueError:
+            event = bounded.load_json(line, "audit line")
+        except bounded.NotJson:
             raise CheckFailed(f"audit log line {n}: not json") from None
+        except InputError as e:
+            raise CheckFailed(f"audit log line {n}: {e.message}") from None
+        if (
+            not isinstance(event, dict)
+            or set(event) != set(FIELDS)
+            or not isinstance(event["details"], dict)
+        ):
+            raise CheckFailed(f"audit log line {n}: not an audit event")
+        events.append(event)
     return events

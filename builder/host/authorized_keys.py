@@ -26,6 +26,8 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+from builder import bounded
+from builder.errors import InputError
 from builder.host import grant
 from builder.host.clock import FROZEN_ENV, boot
 
@@ -42,19 +44,23 @@ def keys_for(root: Path, scope: str | None, user: str) -> list[str]:
     if scope is None:
         return []
     try:
-        manifest = json.loads((root / _MANIFEST).read_bytes())
-        scopes = manifest["scopes"]
-    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        raw = bounded.read(root / _MANIFEST, "manifest")
+        scopes = bounded.load_json(raw, "manifest")["scopes"]
+    except (OSError, InputError, KeyError, TypeError):
         return []
     keys = []
     for s in scopes if isinstance(scopes, list) else []:
         if not isinstance(s, dict) or s.get("name") != scope or s.get("emergency_user") != user:
             continue
-        for c in s.get("credentials") or []:
-            public = c.get("public") if isinstance(c, dict) else None
+        credentials = s.get("credentials")
+        for c in credentials if isinstance(credentials, list) else []:
+            if not isinstance(c, dict):
+                continue
+            public, kind = c.get("public"), c.get("kind")
             if (
                 isinstance(public, str)
-                and c.get("kind", "").startswith("ssh-")
+                and isinstance(kind, str)
+                and kind.startswith("ssh-")
                 and "\n" not in public
             ):
                 keys.append(public)
@@ -84,8 +90,8 @@ def open_scope(root: Path, now: datetime, boot: tuple[str, int]) -> str | None:
     if record is None or grant.window_problem(record, now, boot) is not None:
         return None
     try:
-        manifest = json.loads((root / _MANIFEST).read_bytes())
-    except (OSError, ValueError, RecursionError):
+        manifest = bounded.load_json(bounded.read(root / _MANIFEST, "manifest"), "manifest")
+    except (OSError, InputError):
         return None
     cap, span = grant.scope_cap(manifest, record["scope"]), grant.span_seconds(record)
     if cap is None or span is None or span > cap:
@@ -107,8 +113,8 @@ def _last_activated(root: Path) -> dict[str, object] | None:
         if b'"event":"activated"' not in line:
             continue
         try:
-            event = json.loads(line)
-        except (ValueError, RecursionError):
+            event = bounded.load_json(line, "audit line")
+        except InputError:
             return None
         return event if isinstance(event, dict) and event.get("event") == "activated" else None
     return None
@@ -124,10 +130,10 @@ def _quiet(root: Path, now: datetime, boot: tuple[str, int]) -> tuple[str | None
     verified by the settling commands.
     """
     try:
-        doc = json.loads((root / _STATE).read_bytes())
+        doc = bounded.load_json(bounded.read(root / _STATE, "host state"), "host state")
     except FileNotFoundError:
         doc = {"phase": "DORMANT", "pending": None, "active": None}
-    except (OSError, ValueError, RecursionError):
+    except (OSError, InputError):
         return None
     if not isinstance(doc, dict):
         return None

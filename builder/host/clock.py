@@ -19,7 +19,6 @@ heavy imports: ``authorized-keys`` uses it on every login.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -38,10 +37,13 @@ def frozen() -> bool:
 
 def is_drill_image(root: Path) -> bool:
     """True only when the image's manifest says ``image.drill: true``; unreadable means no."""
+    from builder import bounded
+    from builder.errors import InputError
+
     try:
-        doc = json.loads((root / MANIFEST).read_bytes())
+        doc = bounded.load_json(bounded.read(root / MANIFEST, "manifest"), "manifest")
         return doc["image"].get("drill") is True if isinstance(doc, dict) else False
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+    except (OSError, InputError, KeyError, TypeError, AttributeError):
         return False
 
 

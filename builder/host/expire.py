@@ -26,14 +26,14 @@ log cannot be written (the audit error is raised afterwards).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from builder.errors import StateError
+from builder import bounded
+from builder.errors import InputError, StateError
 from builder.host import activation, audit, clock, sessions, state, wipe
 from builder.host.layout import Layout, crash_point
 from builder.host.state import ACTIVE, PENDING, HostState
@@ -80,8 +80,8 @@ def _last_event(layout: Layout) -> dict[str, Any] | None:
     finally:
         os.close(fd)
     try:
-        event = json.loads(line) if line else None
-    except ValueError:
+        event = bounded.load_json(line, "audit line") if line else None
+    except InputError:
         return None
     return event if isinstance(event, dict) else None
 

@@ -12,12 +12,11 @@ match it and the audit log to hold the matching ``activated`` event
 A window is open while the wall clock is at or after ``activated_at`` and
 before ``expires_at``, the boot id is the one recorded, and fewer than
 ``expires_at - activated_at`` seconds of ``CLOCK_BOOTTIME`` have passed
-since ``boot_seconds``. Imports only ``json``, ``os`` and ``datetime``.
+since ``boot_seconds``. Imports only ``os``, ``datetime`` and the bounded JSON reader.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from datetime import datetime
@@ -60,9 +59,12 @@ def read(root: Path) -> dict[str, object] | None:
         return None
     finally:
         os.close(fd)
+    from builder import bounded
+    from builder.errors import InputError
+
     try:
-        doc = json.loads(raw)
-    except (ValueError, RecursionError):
+        doc = bounded.load_json(raw, "activation grant")
+    except InputError:
         return None
     if not isinstance(doc, dict) or set(doc) != KEYS:
         return None

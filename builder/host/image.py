@@ -15,10 +15,10 @@ request and unseal should not pay for them on every call.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from builder import bounded
 from builder.canonical import digest, dumps
 from builder.errors import CheckFailed, InputError
 from builder.host.layout import AGENTS, BUNDLE_JSON, Layout
@@ -91,7 +91,7 @@ def _get(doc: Any, key: str, kind: type | tuple[type, ...], what: str) -> Any:
 def load_image(layout: Layout) -> HostImage:
     """Parse the image's manifest; raises InputError when it is missing or malformed."""
     try:
-        raw = layout.manifest.read_bytes()
+        raw = bounded.read(layout.manifest, "manifest")
     except OSError as e:
         raise InputError(
             f"cannot read the image manifest ({e.strerror})",
@@ -99,10 +99,7 @@ def load_image(layout: Layout) -> HostImage:
             hint="--root must be the root of an installed image; on a dev machine make one with "
             "`breakglass host install dist/NAME/VERSION --root DIR`",
         ) from None
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        raise InputError("the image manifest is not json", where=str(layout.manifest)) from None
+    doc = bounded.load_json(raw, "manifest", where=str(layout.manifest))
     if dumps(doc) != raw:
         raise CheckFailed(
             "the image manifest is not in canonical form", hint="the image was altered"
@@ -149,7 +146,7 @@ def load_image(layout: Layout) -> HostImage:
             _get(a, "config_name", str, "agent "),
             _get(a, "breakglass", str, "agent "),
         )
-        for a in doc.get("agents") or []
+        for a in _get(doc, "agents", list, "")
     )
     listed = doc.get("files")
     json_copy = listed.get(BUNDLE_JSON) if isinstance(listed, dict) else None

@@ -107,15 +107,21 @@ def write_file(path: Path, data: bytes, mode: int, *, group: int | None = None) 
         os.close(dfd)
 
 
-def read_file(path: Path) -> bytes:
-    """The bytes of a regular file, refusing a symbolic link at its name. Raises OSError."""
+def read_file(path: Path, *, limit: int | None = None) -> bytes:
+    """The bytes of a regular file, refusing a symbolic link at its name. Raises OSError.
+
+    With ``limit``, at most ``limit + 1`` bytes: enough for the caller's size
+    cap (``builder.bounded``) to refuse a larger file without reading it all.
+    """
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(f"{path.name} is not a regular file")
         chunks = []
-        while chunk := os.read(fd, 1 << 16):
+        size = 0
+        while (limit is None or size <= limit) and (chunk := os.read(fd, 1 << 16)):
             chunks.append(chunk)
+            size += len(chunk)
         return b"".join(chunks)
     finally:
         os.close(fd)

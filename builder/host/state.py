@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -152,11 +151,12 @@ def _state_path(root: Path) -> Path:
 
 def load(root: Path) -> HostState:
     """The current state; DORMANT when no state file exists yet. Raises InputError if malformed."""
+    from builder import bounded
     from builder.errors import InputError
     from builder.host.safepath import read_file
 
     try:
-        raw = read_file(_state_path(root))
+        raw = read_file(_state_path(root), limit=bounded.cap("host state"))
     except FileNotFoundError:
         return HostState()
     except OSError:
@@ -167,9 +167,11 @@ def load(root: Path) -> HostState:
     # next command wipes any plaintext it finds (crash recovery), so that is the safe way out
     hint = f"move it aside (mv {path} {path}.bad) and run `breakglass host tick`"
     try:
-        return HostState.from_dict(json.loads(raw))
-    except ValueError:
+        doc = bounded.load_json(raw, "host state")
+    except InputError:
         raise InputError("the host state file is malformed", where=str(path), hint=hint) from None
+    try:
+        return HostState.from_dict(doc)
     except InputError as e:
         raise InputError(e.message, where=str(path), hint=hint) from None
 

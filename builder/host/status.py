@@ -6,6 +6,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from builder.display import escape
 from builder.errors import BreakglassError
 from builder.host import clock, grant
 from builder.host.expire import session
@@ -47,6 +48,7 @@ def describe(root: Path, now: datetime) -> dict[str, Any]:
 
 
 def render(doc: dict[str, Any]) -> str:
+    """The status document as text; names from the host's files are escaped (``builder.display``)."""
     lines = []
     if "pending" in doc:
         p = doc["pending"]
@@ -68,4 +70,4 @@ def render(doc: dict[str, Any]) -> str:
         lines.append(f"image: unreadable ({image['error']})")
     else:
         lines.append(f"image: {image['name']} {image['version']} ({image['manifest_digest']})")
-    return "\n".join(lines)
+    return "\n".join(escape(line) for line in lines)

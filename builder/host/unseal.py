@@ -183,11 +183,12 @@ def progress(approvals: tuple[str, ...], needed: int) -> str:
 
 
 def _json(path: Path) -> object:
-    import json
+    from builder import bounded
 
     try:
-        return json.loads(safepath.read_file(path))  # never through a link
-    except (OSError, ValueError):
+        # never through a link, never more than a request may be
+        return bounded.load_json(safepath.read_file(path, limit=bounded.cap("request")), "request")
+    except (OSError, InputError):
         raise InputError("unreadable host request record", where=str(path)) from None
 
 
