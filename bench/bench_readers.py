@@ -1,6 +1,6 @@
 """Benchmark: what the bounded readers cost, and how fast oversized input is refused.
 
-1. In-process: ``builder.bounded.load_json`` against plain ``json.loads`` on
+1. In-process: ``builder.core.bounded.load_json`` against plain ``json.loads`` on
    the documents the host reads on every login (manifest, state), and on a
    request.
 2. Whole process: ``breakglass lint`` of a 30 MB spec (refused at its size
@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from builder import bounded, canonical  # noqa: E402
+from builder.core import bounded, canonical  # noqa: E402
 from tests.fuzz_targets import _manifest_doc, _request_doc, _state_docs  # noqa: E402
 
 

@@ -44,7 +44,7 @@ from tests import hostkit  # noqa: E402
 VENV_PY = str(REPO / ".venv/bin/python") if (REPO / ".venv/bin/python").exists() else sys.executable
 BREAKGLASS = str(REPO / ".venv/bin/breakglass")
 TIME = "/usr/bin/time" if Path("/usr/bin/time").exists() else None
-LEVEL = 6  # builder.layer.GZIP_LEVEL; the pipeline baseline runs gzip at the same level
+LEVEL = 6  # builder.release.layer.GZIP_LEVEL; the pipeline baseline runs gzip at the same level
 
 
 class Sample(NamedTuple):
@@ -118,7 +118,7 @@ def host_python() -> str:
 
 def install_runtime(root: Path, python: str) -> list[str]:
     """The payload's host runtime under ``root``, and the argv that runs it as the launcher does."""
-    from builder.runtime_payload import LIB_DIR, host_runtime_files
+    from builder.release.runtime_payload import LIB_DIR, host_runtime_files
 
     for f in host_runtime_files():
         path = root / f.path
@@ -172,7 +172,7 @@ def host_rows(runs: int, events: int, work: Path) -> list[Row]:
 
 def make_log(root: Path, events: int) -> None:
     """A chained log of ``events`` typical events and its head record."""
-    from builder.canonical import digest, dumps
+    from builder.core.canonical import digest, dumps
     from builder.host.audit import GENESIS
 
     state = root / "var/lib/breakglass"
@@ -216,9 +216,9 @@ def build_rows(runs: int, work: Path) -> list[Row]:
 _LARGE = """
 import sys
 from pathlib import Path
-from builder.build import build_oci, plan
-from builder.payload import PayloadFile
-from builder.spec import load_spec
+from builder.release.build import build_oci, plan
+from builder.core.payload import PayloadFile
+from builder.release.spec import load_spec
 big = PayloadFile.from_source("usr/share/breakglass/bench.bin", Path(sys.argv[2]))
 build_oci(plan(load_spec(Path(sys.argv[1])), extra_files=(big,)), Path(sys.argv[3]), None)
 """
@@ -227,8 +227,8 @@ build_oci(plan(load_spec(Path(sys.argv[1])), extra_files=(big,)), Path(sys.argv[
 def large_row(runs: int, work: Path, spec: Path, keys: Path) -> Row:
     """The example plus 100 MiB of incompressible data (the library's ``extra_files``: the spec
     has no way to add files), against tar | gzip | sha256sum of the same tree."""
-    from builder.build import plan
-    from builder.spec import load_spec
+    from builder.release.build import plan
+    from builder.release.spec import load_spec
 
     row = Row("build with +100 MiB payload", f"tar | gzip -{LEVEL} -n | sha256sum", 1.2, 100)
     blob = work / "bench.bin"
@@ -258,7 +258,7 @@ def large_row(runs: int, work: Path, spec: Path, keys: Path) -> Row:
 
 def debian_row(runs: int, work: Path, keys: Path) -> Row:
     """The example on the cached Debian base, against ``cp -a`` of that base plus a small build."""
-    from builder.base import apt_mirror, cache_key, cache_root
+    from builder.vm.base import apt_mirror, cache_key, cache_root
 
     row = Row("build on the Debian base", "cp -a base + build of the example", 1.5)
     entry = cache_root() / cache_key("bookworm", apt_mirror("bookworm"))

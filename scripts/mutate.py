@@ -11,7 +11,7 @@ Exit 0 when every module scores at least ``min_score`` percent killed and every
 survivor is accounted for; 1 otherwise; 2 on a bad configuration.
 
     scripts/mutate.py                      # every module in tests/mutation.toml
-    scripts/mutate.py builder/quorum.py    # only these modules (the score gate still applies)
+    scripts/mutate.py builder/approval/quorum.py    # only these modules (the score gate still applies)
     scripts/mutate.py --ci                 # CI: the [ci] modules, each held to its own floor
 
 With ``--ci`` a survivor missing from the list is reported but does not fail the

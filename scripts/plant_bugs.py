@@ -28,13 +28,13 @@ TESTS = ["tests/test_quorum.py", "tests/test_host_quorum.py", "tests/test_spec_c
 BUGS = [
     (
         "quorum.fewest sorts thresholds in reverse",
-        "builder/quorum.py",
+        "builder/approval/quorum.py",
         "return sum(sorted(thresholds)[:group_threshold])",
         "return sum(sorted(thresholds, reverse=True)[:group_threshold])",
     ),
     (
         "quorum.met counts all approvers instead of each group's members",
-        "builder/quorum.py",
+        "builder/approval/quorum.py",
         "len(approvers & set(g.members)) >= g.threshold",
         "len(approvers) >= g.threshold",
     ),

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from builder.base import BaseImage
+    from builder.vm.base import BaseImage
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -88,9 +88,9 @@ def example_project(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def debian_base_image(tmp_path_factory: pytest.TempPathFactory) -> BaseImage:
-    """The Debian base OCI layout (``builder.base.BaseImage``), built once into the cache
+    """The Debian base OCI layout (``builder.vm.base.BaseImage``), built once into the cache
     (``breakglass base debian``, about 90 s on a fresh machine) and copied once per session."""
-    from builder.base import debian_base
+    from builder.vm.base import debian_base
 
     for tool in ("debootstrap", "umoci"):
         require_tool(tool)

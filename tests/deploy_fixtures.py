@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from builder.payload import PayloadFile
+from builder.core.payload import PayloadFile
 
 SSHD_DROPIN = b"""Match User breakglass
     AuthorizedKeysCommand /usr/local/bin/breakglass host authorized-keys %u

@@ -223,7 +223,7 @@ def forge_expired(host: FleetHost) -> None:
     """Write a state that says ACTIVE until an hour ago: what a host whose expiry never ran shows."""
     import datetime as dt
 
-    from builder.canonical import dumps
+    from builder.core.canonical import dumps
 
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     z = "%Y-%m-%dT%H:%M:%SZ"

@@ -31,8 +31,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from builder import bounded, canonical
-from builder.errors import BreakglassError
+from builder.core import bounded, canonical
+from builder.core.errors import BreakglassError
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 11, 29, 19, 0, tzinfo=UTC)
@@ -44,8 +44,8 @@ AGE_RECIPIENT = "age1y4x56c2gc2m7cetlpaunlr83d6w6qjae63wrvuk70uyp69g76ems6ucxcu"
 
 
 def _request_doc() -> dict[str, Any]:
-    from builder.quorum import Group
-    from builder.request import ImageRef, UnsealRequest
+    from builder.approval.quorum import Group
+    from builder.approval.request import ImageRef, UnsealRequest
 
     return UnsealRequest(
         id="0123456789abcdef0123456789abcdef",
@@ -64,7 +64,7 @@ def _request_doc() -> dict[str, Any]:
 
 
 def _approval_doc() -> dict[str, Any]:
-    from builder.request import Approval
+    from builder.approval.request import Approval
 
     return Approval(
         request_id="0123456789abcdef0123456789abcdef",
@@ -78,10 +78,10 @@ def _approval_doc() -> dict[str, Any]:
 
 
 def _manifest_doc() -> dict[str, Any]:
-    from builder.bundle import SealedBundle
-    from builder.manifest import compose
-    from builder.payload import BUNDLE_PATH, PayloadFile
-    from builder.spec import load_spec
+    from builder.core.payload import BUNDLE_PATH, PayloadFile
+    from builder.release.bundle import SealedBundle
+    from builder.release.manifest import compose
+    from builder.release.spec import load_spec
 
     spec = load_spec(ROOT / "images/example.yaml")
     raw = (ROOT / "images/example.sealed.yaml").read_bytes()
@@ -129,7 +129,7 @@ def _audit_lines() -> list[bytes]:
 
 
 def _yaml_plain(path: Path) -> Any:
-    from builder.yamlfile import load, to_plain
+    from builder.core.yamlfile import load, to_plain
 
     return to_plain(load(path, "sealed bundle").value)
 
@@ -343,7 +343,7 @@ class Scratch:
 
 
 def _spec_target(scratch: Scratch) -> Callable[[bytes, int], None]:
-    from builder.spec import load_spec
+    from builder.release.spec import load_spec
 
     def run(data: bytes, n: int) -> None:
         load_spec(scratch.write("example.yaml", data))
@@ -352,15 +352,15 @@ def _spec_target(scratch: Scratch) -> Callable[[bytes, int], None]:
 
 
 def _bundle_target(data: bytes, n: int) -> None:
-    from builder.bundle import SealedBundle
+    from builder.release.bundle import SealedBundle
 
     SealedBundle.from_bytes(data, "sealed.yaml")
 
 
 def _request_target(data: bytes, n: int) -> None:
-    from builder.approve import summary
-    from builder.display import escape
-    from builder.request import REQUEST_ARMOR, UnsealRequest, _document
+    from builder.approval.approve import summary
+    from builder.approval.request import REQUEST_ARMOR, UnsealRequest, _document
+    from builder.core.display import escape
 
     text = data.decode("utf-8", "surrogateescape")
     if n % 2:
@@ -372,7 +372,7 @@ def _request_target(data: bytes, n: int) -> None:
 
 
 def _approval_target(data: bytes, n: int) -> None:
-    from builder.request import APPROVAL_ARMOR, Approval, _document
+    from builder.approval.request import APPROVAL_ARMOR, Approval, _document
 
     text = data.decode("utf-8", "surrogateescape")
     if n % 2:
@@ -385,7 +385,7 @@ def _manifest_target(scratch: Scratch) -> Callable[[bytes, int], None]:
     from builder.host.authorized_keys import keys_for
     from builder.host.image import load_image
     from builder.host.layout import Layout
-    from builder.manifest import Manifest
+    from builder.release.manifest import Manifest
 
     def run(data: bytes, n: int) -> None:
         if n % 32 == 0:
@@ -403,7 +403,7 @@ def _manifest_target(scratch: Scratch) -> Callable[[bytes, int], None]:
 
 
 def _enrolment_target(scratch: Scratch) -> Callable[[bytes, int], None]:
-    from builder.drift import Enrolment, load_enrolment
+    from builder.fleet.drift import Enrolment, load_enrolment
 
     def run(data: bytes, n: int) -> None:
         if n % 32 == 0:
@@ -498,7 +498,7 @@ def run_target(target: Target, count: int, *, save: Path | None = None) -> int:
         try:
             target.run(data, n)
         except BreakglassError as e:
-            # the CLI prints messages escaped to one line (builder.display); here: non-empty
+            # the CLI prints messages escaped to one line (builder.core.display); here: non-empty
             if not e.message.strip():
                 raise Finding(f"{target.name}: an empty error message") from e
         except Exception as e:

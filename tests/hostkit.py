@@ -1,8 +1,8 @@
 """Test kit for the host runtime: approver keys, a really built image root, approvals.
 
 ``build_image`` writes a spec with freshly generated approver keys (age
-identities and ssh-ed25519 signing keys), seals it with ``builder.seal``,
-plans the build with ``builder.build.plan`` and writes every payload file
+identities and ssh-ed25519 signing keys), seals it with ``builder.release.seal``,
+plans the build with ``builder.release.build.plan`` and writes every payload file
 into a root directory, exactly the files the OCI layer carries. Tests copy
 that root (``clone``) so each starts DORMANT with no state.
 """
@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder import agecrypt
+from builder.core import agecrypt
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = str(REPO / ".venv/bin/python") if (REPO / ".venv/bin/python").exists() else sys.executable
@@ -138,9 +138,9 @@ def build_image(
     By default 2 of ``APPROVERS``; ``quorum`` is the policy's quorum lines
     (``threshold:`` or ``groups:`` and ``group_threshold:``, indented two spaces).
     """
-    from builder.build import plan
-    from builder.seal import seal
-    from builder.spec import load_spec
+    from builder.release.build import plan
+    from builder.release.seal import seal
+    from builder.release.spec import load_spec
 
     src = workdir / "src"
     src.mkdir(parents=True)
@@ -224,8 +224,8 @@ def shared_image(variant: str = "default", **kwargs: object) -> Image:
 
 def lib_approve(request: object, keys: ApproverKeys, now: dt.datetime) -> str:
     """An approval made through the library with a frozen clock, as an armored line."""
-    from builder.approve import approve as make
-    from builder.request import UnsealRequest
+    from builder.approval.approve import approve as make
+    from builder.approval.request import UnsealRequest
 
     assert isinstance(request, UnsealRequest)
     approval = make(
@@ -252,8 +252,8 @@ def signed_approval(
     """
     from dataclasses import replace
 
-    from builder import sshsig
-    from builder.request import Approval, UnsealRequest
+    from builder.approval.request import Approval, UnsealRequest
+    from builder.core import sshsig
 
     assert isinstance(request, UnsealRequest)
     name = approver or signer.name

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from builder import agecrypt
-from builder.errors import InputError
-from builder.secret import Secret
+from builder.core import agecrypt
+from builder.core.errors import InputError
+from builder.core.secret import Secret
 from tests.conftest import ROOT, require_tool
 
 FIXTURE_KEYS = ROOT / "tests" / "fixtures" / "keys"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.canonical import dumps
+from builder.core.canonical import dumps
 from builder.drill import agent
 from builder.drill.standins import IdentityProvider, ProtectedService
 from builder.host import state

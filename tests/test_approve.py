@@ -134,7 +134,7 @@ def _publish(manifest: bytes, where: Path) -> Path:
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(where / "release")], check=True
     )
     (where / "breakglass-manifest.json").write_bytes(manifest)
-    from builder import sshsig
+    from builder.core import sshsig
 
     sig = sshsig.sign(manifest, where / "release", sshsig.MANIFEST_NAMESPACE)
     (where / "breakglass-manifest.json.sig").write_text(sig)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.base import DEFAULT_MIRROR, apt_mirror, cache_key
+from builder.vm.base import DEFAULT_MIRROR, apt_mirror, cache_key
 from tests.conftest import require_tool
 
 
@@ -102,9 +102,9 @@ def test_disk_refuses_a_small_size_and_a_foreign_directory(tmp_path: Path) -> No
 
 
 def test_a_disk_whose_file_changed_is_refused(tmp_path: Path) -> None:
-    from builder.canonical import dumps
-    from builder.disk import FORMAT, RECIPE_NAME, load_disk
-    from builder.errors import CheckFailed, InputError
+    from builder.core.canonical import dumps
+    from builder.core.errors import CheckFailed, InputError
+    from builder.vm.disk import FORMAT, RECIPE_NAME, load_disk
 
     with pytest.raises(InputError, match="not a breakglass disk"):
         load_disk(tmp_path)
@@ -124,7 +124,7 @@ def test_a_disk_whose_file_changed_is_refused(tmp_path: Path) -> None:
 
 
 def test_bootable_base_is_its_own_cache_entry() -> None:
-    from builder.base import BOOT_PACKAGES, packages
+    from builder.vm.base import BOOT_PACKAGES, packages
 
     assert cache_key("bookworm", "http://a", bootable=True) != cache_key("bookworm", "http://a")
     assert set(BOOT_PACKAGES) <= set(packages(bootable=True))

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from builder.deploy import provision, stage_payload
-from builder.payload import PayloadFile
-from builder.runtime_payload import LAUNCHER_PATH, LIB_DIR, host_runtime_files
+from builder.core.payload import PayloadFile
+from builder.release.runtime_payload import LAUNCHER_PATH, LIB_DIR, host_runtime_files
+from builder.vm.deploy import provision, stage_payload
 from tests.conftest import require_tool
 from tests.deploy_fixtures import DIRS
 
@@ -71,7 +71,7 @@ def test_bare_system_python_imports_the_host_path_from_the_payload(tmp_path: Pat
     probe = (
         f"import sys, pkgutil, importlib; sys.path.insert(0, {str(lib)!r}); import builder.host; "
         "[importlib.import_module('builder.host.' + m.name) for m in pkgutil.iter_modules(builder.host.__path__)]; "
-        "import builder.agecrypt, builder.shares, builder.yamlfile, builder.cli; "
+        "import builder.core.agecrypt, builder.core.shares, builder.core.yamlfile, builder.cli; "
         "print(builder.__file__)"
     )
     proc = subprocess.run(

@@ -158,8 +158,8 @@ def test_dry_run_writes_nothing(example_project: Path, tmp_path: Path) -> None:
 
 def _tiny_base(dest: Path) -> None:
     """An OCI layout with one layer holding the account files a base build extends."""
-    from builder import layer, oci
-    from builder.payload import PayloadFile
+    from builder.core.payload import PayloadFile
+    from builder.release import layer, oci
 
     files = (
         PayloadFile("etc/group", b"root:x:0:\nshadow:x:42:\n"),

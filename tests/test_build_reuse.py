@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from builder import build, layer, oci
-from builder.errors import CheckFailed, InputError
-from builder.payload import PayloadFile
-from builder.spec import load_spec
+from builder.core.errors import CheckFailed, InputError
+from builder.core.payload import PayloadFile
+from builder.release import build, layer, oci
+from builder.release.spec import load_spec
 from tests.conftest import ROOT
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.spec import load_spec
+from builder.release.spec import load_spec
 from tests.conftest import ROOT
 
 EXAMPLE = (ROOT / "images" / "example.yaml").read_text(encoding="utf-8")

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from builder.bundle import SealedBundle
-from builder.canonical import dumps
-from builder.errors import InputError
-from builder.yamlfile import fast_loads, loads
+from builder.core.canonical import dumps
+from builder.core.errors import InputError
+from builder.core.yamlfile import fast_loads, loads
+from builder.release.bundle import SealedBundle
 from tests.conftest import ROOT
 
 BUNDLE = ROOT / "images/example.sealed.yaml"

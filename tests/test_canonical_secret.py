@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from builder import canonical
-from builder.errors import InputError
-from builder.secret import Secret
+from builder.core import canonical
+from builder.core.errors import InputError
+from builder.core.secret import Secret
 
 VALUE = b"correct-horse-battery-staple"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.bundle import SealedBundle
+from builder.release.bundle import SealedBundle
 from tests.conftest import ROOT, require_tool
 
 SPEC = "images/example.yaml"

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from builder.deploy import EmergencyUser, deploy_command, provision, stage_payload
-from builder.deploy.stage import load_index
-from builder.errors import CheckFailed, InputError
-from builder.payload import PayloadFile
+from builder.core.errors import CheckFailed, InputError
+from builder.core.payload import PayloadFile
+from builder.vm.deploy import EmergencyUser, deploy_command, provision, stage_payload
+from builder.vm.deploy.stage import load_index
 from tests.deploy_fixtures import (
     DIRS,
     SUDOERS,
@@ -77,7 +77,7 @@ def test_deploy_command_for_ssh_passes_connection_data(tmp_path: Path) -> None:
 def test_module_entry_point_gives_one_line_error(tmp_path: Path) -> None:
     staged = stage_payload(synthetic_payload(), DIRS, tmp_path / "staged")
     proc = subprocess.run(
-        [sys.executable, "-m", "builder.deploy", "not-a-target", str(staged)],
+        [sys.executable, "-m", "builder.vm.deploy", "not-a-target", str(staged)],
         capture_output=True,
         text=True,
         check=False,

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from builder import canonical, drift
-from builder.seal import seal
-from builder.spec import load_spec
+from builder.core import canonical
+from builder.fleet import drift
+from builder.release.seal import seal
+from builder.release.spec import load_spec
 from tests.conftest import ROOT
 
 NOW = dt.datetime(2026, 11, 29, 19, 0, 0, tzinfo=dt.UTC)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from builder.core.errors import InputError
 from builder.drill.report import DrillResult, write_report
 from builder.drill.scenario import REVOKE_GRACE_SECONDS, Drill
-from builder.errors import InputError
 from tests.conftest import ROOT, require_tool
 
 SPEC = ROOT / "images/example.yaml"

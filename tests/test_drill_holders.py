@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from builder import agecrypt
+from builder.core import agecrypt
 from builder.drill.holders import load_bundle, read_checkins, roll_call
 from builder.drill.scenario import Drill
 from tests.conftest import ROOT

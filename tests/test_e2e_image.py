@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from builder.base import BaseImage
-from builder.runtime_payload import LAUNCHER_PATH, LIB_DIR
+from builder.release.runtime_payload import LAUNCHER_PATH, LIB_DIR
+from builder.vm.base import BaseImage
 from tests.conftest import require_root, require_tool, run_cli
 from tests.deploy_fixtures import passwd_entry
 from tests.e2e_helpers import (

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.base import debian_base
+from builder.vm.base import debian_base
 from tests.conftest import require_root, require_tool, run_cli
 from tests.e2e_helpers import EMERGENCY_USER, copy_demo_keys, copy_example
 

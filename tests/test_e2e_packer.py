@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from builder.canonical import digest
-from builder.payload import MANIFEST_PATH, RUNTIME_DIR, STATE_DIR
+from builder.core.canonical import digest
+from builder.core.payload import MANIFEST_PATH, RUNTIME_DIR, STATE_DIR
 from tests.conftest import require_root, require_tool, run_cli
 from tests.deploy_fixtures import passwd_entry
 from tests.e2e_helpers import (
@@ -136,9 +136,9 @@ def test_packer_build_provisions_a_debian_chroot_and_verifies(
     assert json.loads(status.stdout)["state"] == "DORMANT"
 
     # a second provisioning run with the same plan finds nothing to change
-    from builder.build import plan
-    from builder.deploy import provision, stage_payload
-    from builder.spec import load_spec
+    from builder.release.build import plan
+    from builder.release.spec import load_spec
+    from builder.vm.deploy import provision, stage_payload
 
     again = plan(load_spec(spec), backend="packer")
     staged = stage_payload(again.files, again.dirs, tmp_path / "staged")

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from builder.disk import BaseDisk, debian_disk, digest_file
+from builder.vm.disk import BaseDisk, debian_disk, digest_file
 from tests.conftest import require_root, require_tool, run_cli
 from tests.e2e_helpers import EMERGENCY_USER, copy_demo_keys, copy_example
 from tests.vm_helpers import SSH_OPTS, BootedVM, boot, operator_key

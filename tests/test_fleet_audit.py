@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.canonical import digest, dumps
+from builder.core.canonical import digest, dumps
 from builder.fleet.audit_store import AuditStore
 from builder.host import audit
 from builder.host.layout import Layout

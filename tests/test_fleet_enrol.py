@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.drift import sealed_from_bundle
+from builder.fleet.drift import sealed_from_bundle
 from tests import fleetkit
 from tests.conftest import run_cli
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from builder.bump import bump
-from builder.drift import load_enrolment, sealed_from_bundle
+from builder.fleet.drift import load_enrolment, sealed_from_bundle
 from builder.fleet.rotate import INTERRUPT_ENV, PHASES
-from builder.seal import seal
-from builder.spec import load_spec
+from builder.release.bump import bump
+from builder.release.seal import seal
+from builder.release.spec import load_spec
 from tests import fleetkit
 from tests.conftest import run_cli
 from tests.test_fleet_enrol import ENROL_KEY, ENROL_TOKEN, KEYS, TOKENS
@@ -56,7 +56,7 @@ def lines(fleet: fleetkit.TestFleet) -> set[str]:
 @pytest.fixture
 def rotation(fleet: fleetkit.TestFleet, tmp_path: Path) -> Iterator[Rotation]:
     """Old parts enrolled on the fleet; then seal --rotate, bump and a build of 1.0.1."""
-    from builder.build import plan
+    from builder.release.build import plan
 
     src = tmp_path / "src"
     shutil.copytree(fleet.image.root.parent / "src", src)

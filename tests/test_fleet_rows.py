@@ -8,7 +8,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from builder.canonical import dumps
+from builder.core.canonical import dumps
 from builder.fleet.inventory import HostResult
 from builder.fleet.probe import FILES, Probe, parse, probe_script
 from builder.fleet.status import assess, host_row

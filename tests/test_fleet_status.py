@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.canonical import digest
+from builder.core.canonical import digest
 from tests import fleetkit, hostkit
 from tests.conftest import require_root, require_tool, run_cli
 

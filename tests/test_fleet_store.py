@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.canonical import digest
-from builder.errors import InputError
+from builder.core.canonical import digest
+from builder.core.errors import InputError
 from builder.fleet.audit_pull import Answer, first_difference, settle
 from builder.fleet.audit_store import AuditStore
 from builder.fleet.inventory import HostResult

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.gitsource import REVISION, SOURCE, source_url
+from builder.release.gitsource import REVISION, SOURCE, source_url
 from tests.conftest import require_tool, run_cli
 from tests.test_build import build, tree
 

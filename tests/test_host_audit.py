@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import CheckFailed
+from builder.core.errors import CheckFailed
 from builder.host import audit
 from builder.host.layout import Layout
 from tests import hostkit
@@ -105,7 +105,7 @@ def test_cli_reports_the_first_bad_line(log: Layout) -> None:
 
 
 def test_audit_unwritable_refuses_activation(tmp_path: Path) -> None:
-    from builder.errors import StateError
+    from builder.core.errors import StateError
     from builder.host.request import open_request
     from builder.host.unseal import unseal
 

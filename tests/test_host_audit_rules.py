@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.canonical import dumps
-from builder.errors import CheckFailed
+from builder.core.canonical import dumps
+from builder.core.errors import CheckFailed
 from builder.host import audit
 from builder.host.layout import Layout
 
@@ -90,7 +90,7 @@ def test_a_line_that_is_not_an_event_is_named(tmp_path: Path) -> None:
 def test_the_head_may_lag_one_line_not_two(tmp_path: Path) -> None:
     layout = _host(tmp_path, 3)
     lines = layout.audit.read_bytes().splitlines(keepends=True)
-    from builder.canonical import digest
+    from builder.core.canonical import digest
 
     # a crash between the append and the head update leaves the head one line behind
     layout.audit_head.write_bytes(dumps({"seq": 2, "head": digest(lines[1])}))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import CheckFailed
+from builder.core.errors import CheckFailed
 from builder.host import audit
 from builder.host.layout import Layout
 
@@ -79,6 +79,6 @@ def test_the_head_is_matched_while_streaming(log: Layout) -> None:
     ],
 )
 def test_the_verify_encoder_is_the_canonical_one(document: object) -> None:
-    from builder.canonical import dumps
+    from builder.core.canonical import dumps
 
     assert audit._canonical(document) == dumps(document)

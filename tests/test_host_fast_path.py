@@ -132,8 +132,8 @@ def test_request_and_unseal_answer_alike(roots: tuple[Path, Path], tmp_path: Pat
     docs = [json.loads(p.stdout) for p in (fast, slow)]
     assert sorted(docs[0]) == sorted(docs[1])
     ids = [d["request_id"] for d in docs]
+    from builder.approval.request import UnsealRequest
     from builder.host.layout import Layout
-    from builder.request import UnsealRequest
 
     approvals = []
     for root, rid in zip(roots, ids, strict=True):

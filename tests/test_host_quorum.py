@@ -11,13 +11,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from builder.errors import CheckFailed, InputError, StateError
+from builder.approval.request import APPROVAL_ARMOR, Approval, load_approval
+from builder.core.errors import CheckFailed, InputError, StateError
 from builder.host import audit
 from builder.host.layout import Layout
 from builder.host.request import open_request
 from builder.host.state import load
 from builder.host.unseal import unseal
-from builder.request import APPROVAL_ARMOR, Approval, load_approval
 from tests import hostkit
 
 T0 = dt.datetime(2026, 11, 29, 19, 0, 0, tzinfo=dt.UTC)
@@ -181,7 +181,7 @@ def test_unsealing_scope_a_leaves_scope_b_unreadable(image: hostkit.Image) -> No
     overlay = image.root / "etc/breakglass/agents/deploy-agent/breakglass/agent.toml"
     assert (image.root / files[1]).read_bytes() == overlay.read_bytes()
     # the combined unseal key of agent-backup opens nothing of ssh-emergency
-    from builder import agecrypt
+    from builder.core import agecrypt
     from builder.host.image import load_image, load_sealed_scope
 
     lay = Layout(image.root)
@@ -356,7 +356,7 @@ def test_validly_signed_self_approval_is_refused(groups_image: hostkit.Image) ->
 def test_approver_outside_the_policy_is_refused(groups_image: hostkit.Image) -> None:
     req = _request(groups_image)
     # mallory's own key signs; she can only make up a share, encrypted to the request
-    from builder import agecrypt
+    from builder.core import agecrypt
 
     made_up = agecrypt.encrypt(b"not a share", [req.ephemeral_recipient])
     line = hostkit.signed_approval(req, groups_image.approvers["mallory"], T0, share=made_up)
@@ -367,7 +367,7 @@ def test_approver_without_a_share_in_the_request_is_refused(groups_image: hostki
     req = _request(groups_image)
     assert "erin" in {a["name"] for a in groups_image.manifest["policy"]["approvers"]}  # type: ignore[index]
     assert "erin" not in req.shares
-    from builder import agecrypt
+    from builder.core import agecrypt
 
     # a share of alice's, copied: it decrypts, but erin holds no share of this request
     alice = load_approval(hostkit.lib_approve(req, groups_image.approvers["alice"], T0))
@@ -430,7 +430,7 @@ def test_approval_signed_by_another_approver_is_refused(groups_image: hostkit.Im
 
 def test_share_not_for_the_request_identity_is_refused(groups_image: hostkit.Image) -> None:
     req = _request(groups_image)
-    from builder import agecrypt
+    from builder.core import agecrypt
 
     # alice's real share, but encrypted to a key other than the request's ephemeral one
     plain = agecrypt.decrypt(

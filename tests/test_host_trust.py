@@ -17,15 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from builder.canonical import dumps
-from builder.errors import CheckFailed, StateError
+from builder.approval.request import UnsealRequest
+from builder.core.canonical import dumps
+from builder.core.errors import CheckFailed, StateError
 from builder.host import audit, clock, grant, wipe
 from builder.host.authorized_keys import fast_main
 from builder.host.layout import Layout
 from builder.host.request import open_request
 from builder.host.state import active_scope, load, save
 from builder.host.unseal import unseal
-from builder.request import UnsealRequest
 from tests import hostkit
 
 USER = hostkit.EMERGENCY_USER

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import CheckFailed
+from builder.core.errors import CheckFailed
 from builder.host import audit
 from builder.host import unseal as unseal_module
 from builder.host.layout import Layout
@@ -204,7 +204,7 @@ def test_a_refused_approval_does_not_stop_the_next_one(
     pending: tuple[hostkit.Image, str, list[str]],
 ) -> None:
     image, rid, approvals = pending
-    from builder.request import Approval, load_approval
+    from builder.approval.request import Approval, load_approval
 
     stale = load_approval(approvals[1]).to_dict()
     stale["request_digest"] = "sha256:" + "0" * 64

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from builder import bounded
-from builder.display import escape
-from builder.errors import CheckFailed, InputError
+from builder.approval.request import REQUEST_ARMOR, load_request
+from builder.core import bounded
+from builder.core.display import escape
+from builder.core.errors import CheckFailed, InputError
 from builder.host.request import open_request
-from builder.request import REQUEST_ARMOR, load_request
-from builder.spec import load_spec
+from builder.release.spec import load_spec
 from tests import hostkit
 from tests.conftest import ROOT
 
@@ -198,7 +198,7 @@ def test_hostile_spec_values(tmp_path: Path, extra: str, message: str) -> None:
 def test_wrong_types_where_lists_belong(
     tmp_path: Path, path: tuple[str | int, ...], value: object, message: str
 ) -> None:
-    from builder.yamlfile import load, to_plain
+    from builder.core.yamlfile import load, to_plain
 
     doc = to_plain(load(ROOT / "images/example.yaml").value)
     node = doc
@@ -212,7 +212,7 @@ def test_wrong_types_where_lists_belong(
 
 
 def test_a_bundle_over_its_cap_is_refused() -> None:
-    from builder.bundle import SealedBundle
+    from builder.release.bundle import SealedBundle
 
     data = (ROOT / "images/example.sealed.yaml").read_bytes()
     with pytest.raises(InputError, match="sealed bundle is larger than its cap"):
@@ -220,12 +220,12 @@ def test_a_bundle_over_its_cap_is_refused() -> None:
 
 
 def test_manifest_wrong_types_are_refused() -> None:
-    from builder.manifest import Manifest
+    from builder.release.manifest import Manifest
     from tests.fuzz_targets import _manifest_doc
 
     doc = _manifest_doc()
     doc["agents"] = 7
-    from builder import canonical
+    from builder.core import canonical
 
     with pytest.raises(CheckFailed, match="agents is missing or malformed"):
         Manifest.from_bytes(canonical.dumps(doc))
@@ -299,7 +299,7 @@ def test_error_lines_stay_one_line(tmp_path: Path) -> None:
 
 
 def test_a_reason_longer_than_an_audit_line_can_hold_is_refused(image: hostkit.Image) -> None:
-    from builder.request import MAX_REASON
+    from builder.approval.request import MAX_REASON
 
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     with pytest.raises(InputError, match=f"reason is longer than {MAX_REASON} characters"):

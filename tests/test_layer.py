@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from builder.canonical import digest
-from builder.errors import CheckFailed, InputError
-from builder.layer import pack, read_layer
-from builder.payload import PayloadFile
+from builder.core.canonical import digest
+from builder.core.errors import CheckFailed, InputError
+from builder.core.payload import PayloadFile
+from builder.release.layer import pack, read_layer
 
 EPOCH = 1_700_000_000
 FILES = (

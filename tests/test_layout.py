@@ -1,11 +1,9 @@
 """Imports only go down: a module may import its own package or a lower layer, never a higher one.
 
-The layers are data. ``CURRENT`` is the rule for today's layout (roles still
-flat at the top of ``builder/``): the entry point over the CLI, the CLI over
-``builder.fleet``, and nothing else may import those two. ``REGROUPED`` is the
-rule once the package is grouped by role (core < approval < release < host
-< drill, vm, fleet < cli); its test switches itself on when ``builder/core/``
-exists, and then every module must belong to a layer.
+The layers are data (``LAYERS``): core < approval < vm images < release <
+host < fleet < drill < cli < entry point. Every module of ``builder/`` must
+belong to one, and a package never imports a package above it or beside it
+at the same rank.
 """
 
 from __future__ import annotations
@@ -13,33 +11,22 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import ROOT
 
 PACKAGE = ROOT / "builder"
 
 # module prefix -> rank; a module takes the rank of its longest matching prefix
-CURRENT: dict[str, int] = {
-    "builder.__main__": 4,  # python -m builder: calls the entry point
-    "builder.entry": 3,
-    "builder.cli": 2,
-    "builder.fleet": 1,
-    "builder": 0,
-}
-REGROUPED: dict[str, int] = {
-    "builder.__main__": 7,
-    "builder.entry": 6,
-    "builder.cli": 5,
-    "builder.drill": 4,
-    "builder.vm": 4,
-    "builder.fleet": 4,
-    "builder.host": 3,
-    "builder.release": 2,
+LAYERS: dict[str, int] = {
+    "builder.__main__": 9,  # python -m builder: calls the entry point
+    "builder.entry": 8,
+    "builder.cli": 7,
+    "builder.drill": 6,  # drills build, install and rehearse: over everything but the CLI
+    "builder.fleet": 5,  # drift, status, audit collection, enrol and rotate over many hosts
+    "builder.host": 4,
+    "builder.release": 3,  # spec, seal, build, verify: builds VM images through builder.vm
+    "builder.vm": 2,  # Debian base, disks, Packer, the pyinfra deploy
     "builder.approval": 1,
     "builder.core": 0,
-    "builder.errors": 0,  # the package's own __init__ and error base may stay at the top
-    "builder.__init__": 0,
 }
 
 
@@ -77,6 +64,8 @@ def violations(layers: dict[str, int], *, every_module_placed: bool) -> list[str
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
         me = module_name(path)
+        if me == "builder":
+            continue  # the package's own __init__: its version string only
         mine = layer(me, layers)
         if mine is None:
             if every_module_placed:
@@ -95,15 +84,8 @@ def violations(layers: dict[str, int], *, every_module_placed: bool) -> list[str
     return found
 
 
-def test_current_layout_imports_only_go_down() -> None:
-    assert violations(CURRENT, every_module_placed=True) == []
-
-
-@pytest.mark.skipif(
-    not (PACKAGE / "core").is_dir(), reason="switches on once builder/ is grouped by role"
-)
-def test_regrouped_layout_imports_only_go_down() -> None:
-    assert violations(REGROUPED, every_module_placed=True) == []
+def test_imports_only_go_down() -> None:
+    assert violations(LAYERS, every_module_placed=True) == []
 
 
 def test_the_check_finds_an_upward_import(tmp_path: Path) -> None:
@@ -111,6 +93,6 @@ def test_the_check_finds_an_upward_import(tmp_path: Path) -> None:
     fake.write_text("def f():\n    from builder.cli import fleet\n    from ..fleet import status\n")
     found = imports(fake, "builder.host")
     assert {"builder.cli.fleet", "builder.fleet.status"} <= found
-    assert layer("builder.host.state", REGROUPED) == ("builder.host", 3)
-    assert layer("builder.fleet.status", CURRENT) == ("builder.fleet", 1)
-    assert layer("builder.drift", CURRENT) == ("builder", 0)
+    assert layer("builder.host.state", LAYERS) == ("builder.host", 4)
+    assert layer("builder.fleet.status", LAYERS) == ("builder.fleet", 5)
+    assert layer("builder.unplaced", LAYERS) is None

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import CheckFailed, InputError, StateError
-from builder.layer import Layer, pack
-from builder.oci import Layout, assemble, export_tar, open_layout, write_layout
-from builder.payload import PayloadFile
+from builder.core.errors import CheckFailed, InputError, StateError
+from builder.core.payload import PayloadFile
+from builder.release.layer import Layer, pack
+from builder.release.oci import Layout, assemble, export_tar, open_layout, write_layout
 from tests.conftest import require_tool
 
 EPOCH = 1_700_000_000
@@ -207,7 +207,7 @@ def test_write_layout_refuses_existing_and_leaves_nothing_on_failure(
     def disk_full(_: Path) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("builder.oci.fsync_dir", disk_full)
+    monkeypatch.setattr("builder.release.oci.fsync_dir", disk_full)
     with pytest.raises(OSError, match="No space"):
         write_layout(layout, tmp_path / "other")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["oci"]

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from builder import packer
-from builder.deploy.stage import stage_payload
-from builder.errors import CheckFailed, InputError, ToolMissing
-from builder.packer_build import (
+from builder.core.errors import CheckFailed, InputError, ToolMissing
+from builder.vm import packer
+from builder.vm.deploy.stage import stage_payload
+from builder.vm.packer_build import (
     MANIFEST_NAME,
     TEMPLATE_NAME,
     build_with_packer,

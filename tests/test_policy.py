@@ -1,13 +1,13 @@
-"""Approvers and the quorum policy (``builder.policy``), in-process: every rule, its message and place."""
+"""Approvers and the quorum policy (``builder.release.policy``), in-process: every rule, its message and place."""
 
 from __future__ import annotations
 
 import pytest
 
-from builder.errors import InputError
-from builder.policy import Approver, Policy, parse_approvers, parse_policy
-from builder.quorum import Group
-from builder.yamlfile import loads
+from builder.approval.quorum import Group
+from builder.core.errors import InputError
+from builder.core.yamlfile import loads
+from builder.release.policy import Approver, Policy, parse_approvers, parse_policy
 
 ALICE = (
     "age1y4x56c2gc2m7cetlpaunlr83d6w6qjae63wrvuk70uyp69g76ems6ucxcu",

@@ -1,4 +1,4 @@
-"""The k-of-n arithmetic (``builder.quorum``) against a brute force over every approver subset.
+"""The k-of-n arithmetic (``builder.approval.quorum``) against a brute force over every approver subset.
 
 ``fewest`` decides whether a policy keeps the two-person rule (lint, build,
 verify); ``met`` decides whether the host opens a scope. Both are checked here
@@ -13,7 +13,7 @@ from itertools import chain, combinations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from builder.quorum import Group, fewest, met
+from builder.approval.quorum import Group, fewest, met
 
 OUTSIDER = "mallory"  # in no group: approves nothing, however many groups there are
 
@@ -91,7 +91,7 @@ def test_two_groups_of_one_approver_each() -> None:
 
 
 def test_group_to_dict_round_trips_through_a_request() -> None:
-    from builder.request import group_from_dict
+    from builder.approval.request import group_from_dict
 
     g = Group("sre", 2, ("alice", "bob", "carol"))
     assert g.to_dict() == {"name": "sre", "threshold": 2, "members": ["alice", "bob", "carol"]}

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from builder import receipt
-from builder.errors import InputError
+from builder.approval import receipt
+from builder.approval.request import load_approval
+from builder.core.errors import InputError
 from builder.host.request import open_request
 from builder.host.unseal import unseal
-from builder.request import load_approval
-from builder.seal import seal
-from builder.spec import load_spec
+from builder.release.seal import seal
+from builder.release.spec import load_spec
 from tests import hostkit
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)

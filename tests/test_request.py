@@ -1,4 +1,4 @@
-"""Request and approval documents (``builder.request``): exact round trips, and each rule that refuses one."""
+"""Request and approval documents (``builder.approval.request``): exact round trips, and each rule that refuses one."""
 
 from __future__ import annotations
 
@@ -10,10 +10,8 @@ from typing import Any
 
 import pytest
 
-from builder.canonical import digest, dumps
-from builder.errors import InputError
-from builder.quorum import Group
-from builder.request import (
+from builder.approval.quorum import Group
+from builder.approval.request import (
     APPROVAL_ARMOR,
     REQUEST_ARMOR,
     Approval,
@@ -24,6 +22,8 @@ from builder.request import (
     load_request,
     parse_time,
 )
+from builder.core.canonical import digest, dumps
+from builder.core.errors import InputError
 
 T0 = dt.datetime(2026, 11, 29, 19, 0, 0, tzinfo=dt.UTC)
 REQUEST: dict[str, Any] = {
@@ -278,7 +278,7 @@ def test_times_are_utc_seconds() -> None:
 
 
 def test_armor_strips_only_padding() -> None:
-    from builder.request import _b64
+    from builder.approval.request import _b64
 
     assert _b64(b"\x00\x00\x17") == "AAAX"
     assert _b64(b"\x00\x05") == "AAU"

@@ -9,8 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from builder.errors import InputError
-from builder.request import (
+from builder.approval.request import (
     APPROVAL_ARMOR,
     REQUEST_ARMOR,
     Approval,
@@ -18,6 +17,7 @@ from builder.request import (
     load_approval,
     load_request,
 )
+from builder.core.errors import InputError
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=20),

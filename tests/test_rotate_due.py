@@ -8,11 +8,11 @@ import os
 import subprocess
 from pathlib import Path
 
-from builder import agecrypt, shares
-from builder.bundle import SealedBundle
-from builder.drift import load_enrolment
-from builder.seal import seal
-from builder.spec import load_spec
+from builder.core import agecrypt, shares
+from builder.fleet.drift import load_enrolment
+from builder.release.bundle import SealedBundle
+from builder.release.seal import seal
+from builder.release.spec import load_spec
 from tests.conftest import ROOT
 
 SCRIPT = ROOT / "scripts/rotate-due.sh"

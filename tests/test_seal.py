@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import shamir_mnemonic
 
-from builder import agecrypt, shares
-from builder.bundle import SealedBundle
-from builder.errors import InputError
-from builder.seal import seal
-from builder.secret import Secret
-from builder.spec import load_spec
+from builder.core import agecrypt, shares
+from builder.core.errors import InputError
+from builder.core.secret import Secret
+from builder.release.bundle import SealedBundle
+from builder.release.seal import seal
+from builder.release.spec import load_spec
 from tests.conftest import require_tool, run_cli
 
 CANARY = "canary-token-7f3a9d1e5b2c4680aa11"

@@ -7,10 +7,10 @@ import os
 
 import pytest
 
-from builder import shares
-from builder.errors import InputError
-from builder.secret import Secret
-from builder.shares import GroupShape, Slip39
+from builder.core import shares
+from builder.core.errors import InputError
+from builder.core.secret import Secret
+from builder.core.shares import GroupShape, Slip39
 
 
 def _secret() -> Secret:

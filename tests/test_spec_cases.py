@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from builder.canonical import dumps
-from builder.errors import InputError
-from builder.seal import seal_spec
-from builder.spec import load_spec
+from builder.core.canonical import dumps
+from builder.core.errors import InputError
+from builder.release.seal import seal_spec
+from builder.release.spec import load_spec
 from tests.conftest import ROOT
 
 CASES_DIR = ROOT / "tests" / "cases" / "specs"
@@ -222,7 +222,7 @@ def test_verify_refuses_a_signed_manifest_with_the_case_policy(path: Path, tmp_p
     """A release key may sign anything: verify checks the policy itself, after the signature."""
     import json
 
-    from builder import sshsig
+    from builder.core import sshsig
     from tests import hostkit
 
     case = read_case(path)
@@ -266,7 +266,7 @@ def test_accepted_case_lints_builds_and_verifies(
     path: Path, tmp_path: Path, demo_keys: Path
 ) -> None:
     """A case that keeps the two-person rule: lint, seal, build and verify all pass."""
-    from builder.quorum import fewest
+    from builder.approval.quorum import fewest
 
     header = {
         k: v.strip()

@@ -14,10 +14,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from builder.bundle import SealedBundle
-from builder.errors import InputError
-from builder.seal import seal_spec
-from builder.spec import ImageSpec, load_spec
+from builder.core.errors import InputError
+from builder.release.bundle import SealedBundle
+from builder.release.seal import seal_spec
+from builder.release.spec import ImageSpec, load_spec
 from tests.conftest import ROOT
 
 EXAMPLE = (ROOT / "images" / "example.yaml").read_text(encoding="utf-8")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import sshsig
-from builder.errors import CheckFailed, InputError
+from builder.core import sshsig
+from builder.core.errors import CheckFailed, InputError
 from tests.conftest import require_tool
 
 DATA = b'{"image":"breakglass-base","version":"1.2.3"}\n'

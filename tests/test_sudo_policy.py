@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import InputError
-from builder.render import render_all
-from builder.spec import load_spec
-from builder.sudo_policy import SHELL_ESCAPES, shell_escape
+from builder.core.errors import InputError
+from builder.release.render import render_all
+from builder.release.spec import load_spec
+from builder.release.sudo_policy import SHELL_ESCAPES, shell_escape
 from tests.conftest import ROOT, require_tool
 
 EXAMPLE = (ROOT / "images/example.yaml").read_text()

@@ -18,8 +18,8 @@ from pathlib import Path
 import pyrage
 import pytest
 
-from builder import agecrypt
-from builder.errors import InputError
+from builder.core import agecrypt
+from builder.core.errors import InputError
 
 VECTORS = Path(__file__).resolve().parent / "vectors" / "age-cctv"
 FILES = sorted(p for p in VECTORS.iterdir() if p.is_file()) if VECTORS.is_dir() else []

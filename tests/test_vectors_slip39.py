@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import InputError
-from builder.secret import Secret
-from builder.shares import Slip39
+from builder.core.errors import InputError
+from builder.core.secret import Secret
+from builder.core.shares import Slip39
 
 VECTORS = Path(__file__).resolve().parent / "vectors" / "slip39" / "vectors.json"
 CASES: list[tuple[list[str], str]] = (

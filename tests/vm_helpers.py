@@ -4,7 +4,7 @@ The test operator reaches root with its own key, written into a raw copy of the
 image by ``debugfs`` (the image itself holds no login key: the build removed its
 own). Each ``BootedVM`` boots its own copy, so two boots of fresh copies are two
 new hosts. Direct kernel boot with the base disk's kernel and initramfs; the
-accelerator comes from ``builder.qemu.accelerator`` (tcg on machines whose kvm
+accelerator comes from ``builder.vm.qemu.accelerator`` (tcg on machines whose kvm
 cannot run a guest). The console goes to a log file named in every failure.
 """
 
@@ -21,9 +21,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder import qemu
-from builder.disk import BaseDisk
-from builder.packer_qemu import source_disk
+from builder.vm import qemu
+from builder.vm.disk import BaseDisk
+from builder.vm.packer_qemu import source_disk
 from tests.conftest import require_tool
 from tests.e2e_helpers import free_port
 

@@ -11,8 +11,8 @@ import click
 
 from builder import __version__
 from builder.cli import approve, base, build, drill, fleet, host
-from builder.display import escape
-from builder.errors import BreakglassError
+from builder.core.display import escape
+from builder.core.errors import BreakglassError
 
 REPORT_URL = "https://github.com/breakglass-dev/breakglass/issues"
 

@@ -45,10 +45,10 @@ def approve_cmd(
     as_json: bool,
 ) -> None:  # fmt: skip
     """Approve REQUEST (a file or an armored line): re-encrypt your share to it and sign."""
-    from builder import receipt
-    from builder.approve import approve, check_approvable, summary
-    from builder.fsio import write_atomic
-    from builder.request import load_request
+    from builder.approval import receipt
+    from builder.approval.approve import approve, check_approvable, summary
+    from builder.approval.request import load_request
+    from builder.core.fsio import write_atomic
 
     now = datetime.now(UTC).replace(microsecond=0)
     parsed = load_request(request)
@@ -77,7 +77,7 @@ def approve_cmd(
 
 def _confirm(approver: str) -> None:
     """Ask for a yes; no answer at all (no terminal, stdin closed) is an error that names --yes."""
-    from builder.errors import InputError
+    from builder.core.errors import InputError
 
     click.echo(f"approve as {approver}? [y/N]: ", nl=False, err=True)
     answer = sys.stdin.readline()
@@ -94,9 +94,9 @@ def _confirm(approver: str) -> None:
 def _check_published_image(wanted: str, image_dir: Path, allowed_signers: Path | None) -> None:
     """Refuse a request whose manifest is not the published, signed one: a forged request
     could otherwise carry real shares from the public bundle and an attacker's recipient."""
-    from builder import canonical, sshsig
-    from builder.build import MANIFEST_NAME, SIGNATURE_NAME
-    from builder.errors import CheckFailed, InputError
+    from builder.core import canonical, sshsig
+    from builder.core.errors import CheckFailed, InputError
+    from builder.release.build import MANIFEST_NAME, SIGNATURE_NAME
 
     if allowed_signers is None:
         raise InputError("--image needs --allowed-signers to check the image's signature")

@@ -42,7 +42,7 @@ def debian(
     With --disk: the same base plus systemd, udev and the Debian kernel, as a
     qcow2 disk booted with QEMU's direct kernel boot (see docs/packer.md).
     """
-    from builder.base import debian_base
+    from builder.vm.base import debian_base
 
     progress = None if as_json else (lambda line: click.echo(line, err=True))
     if disk:
@@ -71,7 +71,7 @@ def _disk(
     as_json: bool,
     progress: Callable[[str], None] | None,
 ) -> None:
-    from builder.disk import debian_disk
+    from builder.vm.disk import debian_disk
 
     made = debian_disk(out, suite=suite, mirror=mirror, size_mib=size_mib, on_line=progress)
     if as_json:

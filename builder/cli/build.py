@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from builder.errors import InputError
+from builder.core.errors import InputError
 
 SPEC = click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
 JSON = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -37,7 +37,7 @@ def now() -> dt.datetime:
 @JSON
 def keygen(name: str, out: Path, as_json: bool) -> None:
     """Create an approver's age identity and ssh-ed25519 signing key (files mode 0600)."""
-    from builder.keygen import keygen as make
+    from builder.release.keygen import keygen as make
 
     keys = make(name, out, now())
     emit(
@@ -59,9 +59,9 @@ def keygen(name: str, out: Path, as_json: bool) -> None:
 @JSON
 def lint(spec: Path, as_json: bool) -> None:
     """Validate a spec: schema, policy rules and every template."""
-    from builder.build import load_bundle
-    from builder.render import render_all
-    from builder.spec import load_spec
+    from builder.release.build import load_bundle
+    from builder.release.render import render_all
+    from builder.release.spec import load_spec
 
     parsed = load_spec(spec)
     bundle = None
@@ -87,9 +87,9 @@ def lint(spec: Path, as_json: bool) -> None:
 @JSON
 def seal(spec: Path, rotate: bool, as_json: bool) -> None:
     """Seal the spec's credentials: the only command that sees plaintext."""
-    from builder.render import render_all
-    from builder.seal import seal as do_seal
-    from builder.spec import load_spec
+    from builder.release.render import render_all
+    from builder.release.seal import seal as do_seal
+    from builder.release.spec import load_spec
 
     parsed = load_spec(spec)
     render_all(parsed, None)  # a template error should stop us before new credentials exist
@@ -139,8 +139,8 @@ def build(
     as_json: bool,
 ) -> None:
     """Build a signed, reproducible image from the spec and its sealed bundle (never decrypts)."""
-    from builder.build import build_oci, plan
-    from builder.spec import load_spec
+    from builder.release.build import build_oci, plan
+    from builder.release.spec import load_spec
 
     parsed = load_spec(spec)
     planned = plan(parsed, backend=backend)
@@ -153,13 +153,13 @@ def build(
         )
         return
     if backend == "packer":
-        from builder.build_packer import build_packer
+        from builder.release.build_packer import build_packer
 
         result = build_packer(planned, out, sign_key, on_event=_show_packer_progress)
     else:
         result = build_oci(planned, out, sign_key)
     if with_tar and backend == "oci":
-        from builder.oci import export_tar
+        from builder.release.oci import export_tar
 
         tar_path = result.image_dir / "oci.tar"
         if not tar_path.exists():
@@ -196,7 +196,7 @@ def _show_packer_progress(event: Any) -> None:
 @JSON
 def verify(image_dir: Path, allowed_signers: Path, as_json: bool) -> None:
     """Check an image's signature, every blob and payload digest, the bundle and the policy."""
-    from builder.verify import verify_image
+    from builder.release.verify import verify_image
 
     result = verify_image(image_dir, allowed_signers)
     emit(
@@ -221,7 +221,7 @@ def verify(image_dir: Path, allowed_signers: Path, as_json: bool) -> None:
 @JSON
 def bump(spec: Path, major: bool, minor: bool, patch: bool, as_json: bool) -> None:
     """Raise the spec's version (patch by default), keeping every other byte."""
-    from builder.bump import bump as do_bump
+    from builder.release.bump import bump as do_bump
 
     chosen = [name for name, on in (("major", major), ("minor", minor), ("patch", patch)) if on]
     if len(chosen) > 1:
@@ -239,7 +239,7 @@ def bump(spec: Path, major: bool, minor: bool, patch: bool, as_json: bool) -> No
 @JSON
 def inspect(image_dir: Path, as_json: bool) -> None:
     """Show version, digest, scopes, approvers, thresholds, TTL caps and rotation dates."""
-    from builder.inspect import render_text, summary
+    from builder.release.inspect import render_text, summary
 
     if not image_dir.is_dir():
         raise InputError("not a directory", where=str(image_dir))

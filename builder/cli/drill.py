@@ -16,7 +16,7 @@ import click
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from builder.receipt import Ceremony
+    from builder.approval.receipt import Ceremony
 
 
 class _DefaultRunGroup(click.Group):
@@ -32,7 +32,7 @@ def _emit(document: dict[str, Any], lines: list[str], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(document, indent=2, sort_keys=True))
     else:
-        from builder.display import escape
+        from builder.core.display import escape
 
         for line in lines:
             click.echo(escape(line, backslash=False))  # names come from enrolments and receipts
@@ -90,9 +90,9 @@ def drift_command(
     """
     from datetime import UTC, datetime
 
-    from builder import drift
-    from builder.errors import CheckFailed, InputError
-    from builder.spec import load_spec
+    from builder.core.errors import CheckFailed, InputError
+    from builder.fleet import drift
+    from builder.release.spec import load_spec
 
     now = datetime.now(UTC)
     image = load_spec(spec)
@@ -138,8 +138,9 @@ def _ceremonies(
 
     [] without ``--receipts``. Raises InputError when one option comes without the other.
     """
-    from builder import receipt
-    from builder.errors import InputError
+    from builder.approval import receipt
+    from builder.core.errors import InputError
+    from builder.fleet import drift
 
     if receipts_dir is None:
         if audit_logs:
@@ -152,7 +153,7 @@ def _ceremonies(
     activated: set[str] = set()
     for log in audit_logs:
         activated |= receipt.activated_requests(log)
-    since = receipt.sealed_at(sealed_from, manifest=is_manifest)
+    since = drift.sealed_at(sealed_from, manifest=is_manifest)
     return receipt.ceremonies(
         receipt.load_all(receipts_dir), activated, now, image=image, sealed_at=since
     )
@@ -202,10 +203,10 @@ def drill_run(
     as_json: bool,
 ) -> None:
     """Rehearse break-glass for SPEC end to end on loopback; exit 1 naming the failed step."""
-    from builder import duration
+    from builder.core import duration
+    from builder.core.errors import CheckFailed, InputError
     from builder.drill.report import figures, write_report
     from builder.drill.scenario import Drill
-    from builder.errors import CheckFailed, InputError
 
     ttl_seconds = duration.parse(ttl)
     if not 5 <= ttl_seconds <= 300:
@@ -266,9 +267,9 @@ def drill_holders(
     """
     from datetime import UTC, datetime
 
-    from builder import agecrypt
+    from builder.core import agecrypt
     from builder.drill.holders import append_checkins, check_holder, load_bundle
-    from builder.spec import load_spec
+    from builder.release.spec import load_spec
 
     image = load_spec(spec)
     image.approver(approver)

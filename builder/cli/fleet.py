@@ -86,8 +86,8 @@ def status_cmd(
     Exit 1 when any host is ACTIVE (or ACTIVE past its expiry), has drifted,
     or runs a version older than the newest one seen or named.
     """
-    from builder.errors import CheckFailed
-    from builder.fleet import open_fleet
+    from builder.core.errors import CheckFailed
+    from builder.fleet.inventory import open_fleet
     from builder.fleet.probe import BreakglassProbe
     from builder.fleet.status import assess, version_key
 
@@ -95,7 +95,7 @@ def status_cmd(
         version_key(newest)
     enrolled = None
     if enrolment is not None:
-        from builder.drift import load_enrolment
+        from builder.fleet.drift import load_enrolment
 
         enrolled = load_enrolment(enrolment).credentials
     with open_fleet(
@@ -146,8 +146,8 @@ def pull_cmd(
     Exit 1 when any host's log was truncated, rewritten, replaced or edited
     (named with the first event that differs); unreachable hosts are reported.
     """
-    from builder.errors import CheckFailed
-    from builder.fleet import open_fleet
+    from builder.core.errors import CheckFailed
+    from builder.fleet.inventory import open_fleet
     from builder.fleet.audit_pull import make_fact, settle
     from builder.fleet.audit_store import AuditStore
 
@@ -239,8 +239,8 @@ def enrol_cmd(
     changes nothing. Exit 1 when an operation failed, or with --check when
     anything would change.
     """
-    from builder.errors import CheckFailed
-    from builder.fleet import open_fleet
+    from builder.core.errors import CheckFailed
+    from builder.fleet.inventory import open_fleet
     from builder.fleet.enrol import apply
     from builder.fleet.enrol_plan import plan_for, write_record
 
@@ -309,9 +309,9 @@ def rotate_cmd(
     Run it after `seal --rotate`, `bump` and a build; run it again until it
     exits 0. Exit 1 while hosts are behind (they are named).
     """
-    from builder.drift import load_enrolment
-    from builder.errors import InputError
-    from builder.fleet import open_fleet
+    from builder.core.errors import InputError
+    from builder.fleet.inventory import open_fleet
+    from builder.fleet.drift import load_enrolment
     from builder.fleet.enrol import apply
     from builder.fleet.rotate import RotateReport, rotate
 
@@ -387,13 +387,13 @@ def rotate_due_cmd(
     and the run exits 1. Prints no secret: the new plaintext never leaves
     this process.
     """
-    from builder.errors import CheckFailed
+    from builder.core.errors import CheckFailed
     from builder.fleet.due import check, rotate_if_due
 
     now = datetime.now(UTC)
     burned: set[tuple[str, str]] = set()
     if inventory is not None:
-        from builder.fleet import open_fleet
+        from builder.fleet.inventory import open_fleet
         from builder.fleet.probe import BreakglassProbe
         from builder.fleet.status import host_row
 

@@ -139,7 +139,7 @@ def audit_show_cmd(root: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(events, sort_keys=True))
         return
-    from builder.display import escape
+    from builder.core.display import escape
 
     for e in events:
         details = " ".join(f"{k}={json.dumps(v)}" for k, v in sorted(e["details"].items()))

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder.payload import AGENTS_DIR, RUNTIME_DIR, STATE_DIR
+from builder.core.payload import AGENTS_DIR, RUNTIME_DIR, STATE_DIR
 
 TIMEOUT_SECONDS = 10.0  # generous: a loaded machine must not turn a slow reply into an outage
 

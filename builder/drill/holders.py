@@ -18,11 +18,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from builder import agecrypt, bounded
-from builder.bundle import SealedBundle
-from builder.canonical import digest, dumps
-from builder.errors import CheckFailed, InputError
-from builder.secret import Secret
+from builder.core import agecrypt, bounded
+from builder.core.canonical import digest, dumps
+from builder.core.errors import CheckFailed, InputError
+from builder.core.secret import Secret
+from builder.release.bundle import SealedBundle
 
 FORMAT = "breakglass-holder-checkin/1"
 KEYS = {"format", "image", "approver", "scope", "share_digest", "checked_at", "ok"}
@@ -109,7 +109,7 @@ def check_holder(
 
 def _check_share(share: Secret, scope: str) -> None:
     # Check the share's own checksum without combining anything.
-    from builder import shares
+    from builder.core import shares
 
     try:
         shares.check(share)
@@ -138,7 +138,7 @@ def read_checkins(path: Path) -> list[CheckIn]:
 
 def append_checkins(path: Path, checkins: Sequence[CheckIn]) -> None:
     """Add check-in lines to ``path`` (rewritten atomically, earlier lines kept)."""
-    from builder.fsio import write_atomic
+    from builder.core.fsio import write_atomic
 
     existing = path.read_bytes() if path.exists() else b""
     if existing and not existing.endswith(b"\n"):

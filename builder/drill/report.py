@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builder.fsio import write_atomic
+from builder.core.fsio import write_atomic
 
 FORMAT = "breakglass-drill-report/2"  # /2: headline figures per scope
 

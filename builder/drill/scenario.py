@@ -41,9 +41,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from builder.core.errors import CheckFailed, InputError, StateError
 from builder.drill import interrupt
 from builder.drill.report import DrillResult, Holder, Step
-from builder.errors import CheckFailed, InputError, StateError
 from builder.host.layout import GRANT_NAME
 
 AUDIT_EVENTS = ("request-created", "approval-accepted", "activated", "expired")
@@ -194,11 +194,11 @@ class Drill:
         )
 
     def _prepare(self, work: Path, stack: ExitStack) -> None:
-        from builder import drift
         from builder.drill.sshd import LoopbackSshd
         from builder.drill.standins import IdentityProvider, ProtectedService
         from builder.drill.variant import prepare_variant
-        from builder.spec import load_spec
+        from builder.fleet import drift
+        from builder.release.spec import load_spec
 
         with self._step("prepare: drill keys, seal, build, unpack, stand-ins, sync check") as notes:
             spec = load_spec(self.spec_path)
@@ -274,7 +274,7 @@ class Drill:
         self._audit()
 
     def _approvers(self) -> list[str]:
-        from builder.spec import load_spec
+        from builder.release.spec import load_spec
 
         policy = load_spec(self.variant.spec_path).policy
         groups = sorted(policy.groups, key=lambda g: g.threshold)[: policy.group_threshold]
@@ -445,7 +445,7 @@ class Drill:
 
     def _holders(self) -> tuple[Holder, ...]:
         from builder.drill.holders import load_bundle, read_checkins, roll_call
-        from builder.spec import load_spec
+        from builder.release.spec import load_spec
 
         try:
             spec = load_spec(self.spec_path)

@@ -23,9 +23,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.accounts import AKC_USER
-from builder.errors import CheckFailed, ToolMissing
-from builder.payload import SSHD_DROPIN_PATH
+from builder.core.errors import CheckFailed, ToolMissing
+from builder.core.payload import SSHD_DROPIN_PATH
+from builder.release.accounts import AKC_USER
 
 COMMAND_PATH = "/usr/local/bin/breakglass"
 EMERGENCY_UID = 4242

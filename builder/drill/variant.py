@@ -3,8 +3,8 @@
 ``prepare_variant`` copies the spec into a work directory with freshly
 generated approver keys (same names, same policy), every credential generated
 (or, for opaque ones, read from a random throwaway file), the agents' ``vars``
-pointing at the loopback stand-ins, then seals it with ``builder.seal``,
-builds it with ``builder.build`` into an OCI layout and unpacks the payload
+pointing at the loopback stand-ins, then seals it with ``builder.release.seal``,
+builds it with ``builder.release.build`` into an OCI layout and unpacks the payload
 layer into a root directory. The real sealed bundle is never opened.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder.errors import InputError
+from builder.core.errors import InputError
 
 REQUESTER = "drill-requester"
 
@@ -40,7 +40,7 @@ class Variant:
 
 
 def _drill_keys(directory: Path, names: list[str], now: dt.datetime) -> dict[str, DrillKeys]:
-    from builder.keygen import keygen
+    from builder.release.keygen import keygen
 
     out = {}
     for name in names:
@@ -52,8 +52,8 @@ def _drill_keys(directory: Path, names: list[str], now: dt.datetime) -> dict[str
 def _variant_document(
     spec_path: Path, workdir: Path, keys_dir: Path, vars_for: Mapping[str, str], now: dt.datetime
 ) -> tuple[Any, dict[str, DrillKeys]]:
-    from builder.spec import load_spec
-    from builder.yamlfile import round_trip_yaml
+    from builder.core.yamlfile import round_trip_yaml
+    from builder.release.spec import load_spec
 
     spec = load_spec(spec_path)  # the real spec must be valid before we copy it
     doc = round_trip_yaml().load(spec_path.read_text(encoding="utf-8"))
@@ -96,7 +96,7 @@ def _kind_of(spec: Any, name: str) -> str:
 
 
 def _recipient_of(identity: Path) -> str:
-    from builder import agecrypt
+    from builder.core import agecrypt
 
     return str(agecrypt.public_of(agecrypt.load_identities(identity)[0]))
 
@@ -108,10 +108,10 @@ def prepare_variant(
 
     Raises InputError for a bad spec and whatever seal and build raise.
     """
-    from builder import build, layer, oci
-    from builder.seal import seal
-    from builder.spec import load_spec
-    from builder.yamlfile import round_trip_yaml
+    from builder.core.yamlfile import round_trip_yaml
+    from builder.release import build, layer, oci
+    from builder.release.seal import seal
+    from builder.release.spec import load_spec
 
     src = workdir / "spec"
     src.mkdir(parents=True, mode=0o700)

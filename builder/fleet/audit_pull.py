@@ -20,7 +20,7 @@ from typing import Any
 
 from pyinfra.api.facts import FactBase
 
-from builder.canonical import digest, dumps
+from builder.core.canonical import digest, dumps
 from builder.fleet.audit_store import ACCEPTED, BROKEN, DIVERGED, AuditStore, Collected
 from builder.fleet.inventory import HostResult
 from builder.fleet.probe import host_root

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
-from builder.canonical import digest, dumps, sha256_hex
-from builder.errors import InputError
-from builder.fsio import write_atomic
+from builder.core.canonical import digest, dumps, sha256_hex
+from builder.core.errors import InputError
+from builder.core.fsio import write_atomic
 
 ACCEPTED = "accepted"
 DIVERGED = "diverged"

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from builder.drift import sealed_from_bundle
+from builder.fleet.drift import sealed_from_bundle
 
 
 @dataclass
@@ -46,7 +46,7 @@ class DueReport:
 
 def check(spec_path: Path, now: datetime, burned: set[tuple[str, str]]) -> DueReport:
     """What is due in ``spec_path``'s bundle; ``burned`` holds (image, scope) pairs from the fleet."""
-    from builder.spec import load_spec
+    from builder.release.spec import load_spec
 
     spec = load_spec(spec_path)
     sealed = sealed_from_bundle(spec.sealed_path)
@@ -71,9 +71,9 @@ def check(spec_path: Path, now: datetime, burned: set[tuple[str, str]]) -> DueRe
 
 def rotate_if_due(report: DueReport, now: datetime, part: str) -> DueReport:
     """Re-seal and bump a due spec whose due credentials are all generated; else mark it blocked."""
-    from builder.bump import bump
-    from builder.seal import seal
-    from builder.spec import load_spec
+    from builder.release.bump import bump
+    from builder.release.seal import seal
+    from builder.release.spec import load_spec
 
     if not report.due:
         return report

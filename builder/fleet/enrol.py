@@ -18,10 +18,10 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-from builder.drift import PublicPart
-from builder.enrol_targets import EnrolTarget
-from builder.errors import CheckFailed, InputError
+from builder.core.errors import CheckFailed, InputError
+from builder.fleet.drift import PublicPart
 from builder.fleet.inventory import ROOT_DATA, Fleet
+from builder.release.enrol_targets import EnrolTarget
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def wanted(
 
 def targets_of(spec_path: Path) -> tuple[str, dict[tuple[str, str], tuple[EnrolTarget, ...]]]:
     """The image name and each credential's enrol targets, from the spec."""
-    from builder.spec import load_spec
+    from builder.release.spec import load_spec
 
     spec = load_spec(spec_path)
     return spec.name, {(c.scope, c.name): c.enrol for c in spec.credentials if c.enrol}

@@ -11,17 +11,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from builder.canonical import dumps
-from builder.drift import Enrolment, sealed_from_bundle
-from builder.errors import InputError
+from builder.core.canonical import dumps
+from builder.core.errors import InputError
+from builder.core.fsio import write_atomic
+from builder.fleet.drift import Enrolment, sealed_from_bundle
 from builder.fleet.enrol import Wanted, targets_of, wanted
-from builder.fsio import write_atomic
 
 
 def plan_for(spec_path: Path) -> tuple[str, list[Wanted]]:
     """The image name and every line the spec's enrol targets need. Raises InputError when
     the spec has no targets or no sealed bundle."""
-    from builder.spec import load_spec
+    from builder.release.spec import load_spec
 
     image, targets = targets_of(spec_path)
     if not targets:

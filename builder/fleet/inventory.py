@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from builder.errors import InputError
+from builder.core.errors import InputError
 
 ROOT_DATA = "breakglass_root"
 

@@ -28,14 +28,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from builder.canonical import dumps
-from builder.drift import PublicPart, Sealed, compare, sealed_from_bundle
-from builder.errors import CheckFailed, InputError, StateError
+from builder.core.canonical import dumps
+from builder.core.errors import CheckFailed, InputError, StateError
+from builder.core.fsio import write_atomic
+from builder.fleet.drift import PublicPart, Sealed, compare, sealed_from_bundle
 from builder.fleet.enrol import EnrolResult, Wanted, targets_of, wanted
 from builder.fleet.inventory import Fleet
 from builder.fleet.probe import BreakglassProbe
 from builder.fleet.status import host_row, printable, version_key
-from builder.fsio import write_atomic
 
 ROTATE_FORMAT = "breakglass-fleet-rotate/1"
 PHASES = ("enrol-new", "wait-version", "remove-old", "drift")
@@ -98,7 +98,7 @@ class Plan:
 def make_plan(spec_path: Path, old: list[PublicPart]) -> Plan:
     """New lines from the sealed bundle beside the spec; old lines from the recorded old parts,
     except those the new seal still has (removing them would remove a new one)."""
-    from builder.spec import load_spec
+    from builder.release.spec import load_spec
 
     spec = load_spec(spec_path)
     image, targets = targets_of(spec_path)

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from builder.canonical import digest
-from builder.errors import InputError
+from builder.core.canonical import digest
+from builder.core.errors import InputError
 from builder.fleet.inventory import HostResult
 from builder.fleet.probe import Probe
 
@@ -261,7 +261,7 @@ def assess(
 
 
 def _check_enrolment(rows: list[HostStatus], enrolled: list[Any], now: datetime) -> None:
-    from builder.drift import PublicPart, Sealed, compare
+    from builder.fleet.drift import PublicPart, Sealed, compare
 
     for r in rows:
         if not r.reachable or not r.image:

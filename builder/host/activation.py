@@ -21,7 +21,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from builder.errors import BreakglassError
+from builder.core.errors import BreakglassError
 from builder.host import audit, grant
 from builder.host.layout import Layout
 from builder.host.state import Active

@@ -21,12 +21,12 @@ from datetime import datetime
 from hashlib import sha256
 from typing import Any
 
-from builder import bounded
-from builder.canonical import digest, dumps
-from builder.errors import CheckFailed, InputError, StateError
+from builder.approval.request import format_time
+from builder.core import bounded
+from builder.core.canonical import digest, dumps
+from builder.core.errors import CheckFailed, InputError, StateError
 from builder.host.layout import Layout
 from builder.host.safepath import ensure_dir, write_file
-from builder.request import format_time
 
 GENESIS = digest(b"")
 # No event comes near this; a longer line is damage, and verify's memory stays bounded by it.

@@ -26,8 +26,8 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from builder import bounded
-from builder.errors import InputError
+from builder.core import bounded
+from builder.core.errors import InputError
 from builder.host import grant
 from builder.host.clock import FROZEN_ENV, boot
 

@@ -37,8 +37,8 @@ def frozen() -> bool:
 
 def is_drill_image(root: Path) -> bool:
     """True only when the image's manifest says ``image.drill: true``; unreadable means no."""
-    from builder import bounded
-    from builder.errors import InputError
+    from builder.core import bounded
+    from builder.core.errors import InputError
 
     try:
         doc = bounded.load_json(bounded.read(root / MANIFEST, "manifest"), "manifest")

@@ -57,8 +57,8 @@ def run_request(
     root: Path, *, scope: str, ttl: str, reason: str, requester: str, out: Path | None
 ) -> tuple[dict[str, Any], str, str]:
     """Open a request; returns the document, the armored line and the note for stderr."""
-    from builder.duration import parse
-    from builder.fsio import write_atomic
+    from builder.core.duration import parse
+    from builder.core.fsio import write_atomic
     from builder.host.layout import Layout
     from builder.host.request import open_request
 
@@ -86,8 +86,8 @@ def run_request(
 
 
 def run_unseal(root: Path, request_id: str, approvals: list[str]) -> Output:
+    from builder.approval.request import format_time
     from builder.host.unseal import progress, unseal
-    from builder.request import format_time
 
     result = unseal(root, now(root), request_id, approvals)
     expires = format_time(result.expires_at) if result.expires_at else None
@@ -223,7 +223,7 @@ def fast_main(argv: list[str]) -> int | None:
     except KeyboardInterrupt:
         return _fail("interrupted", None, 130)
     except Exception as e:
-        from builder.errors import BreakglassError
+        from builder.core.errors import BreakglassError
 
         if isinstance(e, BreakglassError):
             return _fail(e.message, e.hint, e.exit_code)

@@ -32,12 +32,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from builder import bounded
-from builder.errors import InputError, StateError
+from builder.approval.request import format_time
+from builder.core import bounded
+from builder.core.errors import InputError, StateError
 from builder.host import activation, audit, clock, sessions, state, wipe
 from builder.host.layout import Layout, crash_point
 from builder.host.state import ACTIVE, PENDING, HostState
-from builder.request import format_time
 
 
 def reseal(

@@ -59,8 +59,8 @@ def read(root: Path) -> dict[str, object] | None:
         return None
     finally:
         os.close(fd)
-    from builder import bounded
-    from builder.errors import InputError
+    from builder.core import bounded
+    from builder.core.errors import InputError
 
     try:
         doc = bounded.load_json(raw, "activation grant")

@@ -2,14 +2,14 @@
 
 The one place the host runtime reads ``etc/breakglass/manifest.json`` and
 the sealed bundle, reduced to the fields the runtime uses. The sealed bundle
-is parsed by ``builder.bundle`` after its bytes are checked against the
+is parsed by ``builder.release.bundle`` after its bytes are checked against the
 digest the manifest records. Images carry it twice: ``sealed.yaml`` as
 committed, and ``sealed.json``, its canonical JSON, which the host reads
 with ``json`` (the YAML round-trip loader costs tens of milliseconds per
 unseal); an image that lists no JSON copy is read from the YAML. The
 manifest is read here with
 ``json`` (and checked to be canonical) rather than through
-``builder.manifest``, which pulls in the spec and YAML layers: status,
+``builder.release.manifest``, which pulls in the spec and YAML layers: status,
 request and unseal should not pay for them on every call.
 """
 
@@ -18,13 +18,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from builder import bounded
-from builder.canonical import digest, dumps
-from builder.errors import CheckFailed, InputError
+from builder.core import bounded
+from builder.core.canonical import digest, dumps
+from builder.core.errors import CheckFailed, InputError
 from builder.host.layout import AGENTS, BUNDLE_JSON, Layout
 
 if TYPE_CHECKING:
-    from builder.bundle import SealedScope
+    from builder.release.bundle import SealedScope
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,7 @@ def load_sealed_scope(layout: Layout, image: HostImage, scope: str) -> SealedSco
     Raises CheckFailed when the bundle differs from what the manifest records,
     InputError when it is malformed or lacks the scope.
     """
-    from builder.bundle import SealedBundle  # only the request and unseal paths need it
+    from builder.release.bundle import SealedBundle  # only the request and unseal paths need it
 
     as_json = image.bundle_json_digest is not None
     path = layout.bundle_json if as_json else layout.bundle

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from builder.errors import CheckFailed, InputError
+from builder.core.errors import CheckFailed, InputError
 
 if TYPE_CHECKING:
-    from builder.layer import LayerEntry
+    from builder.release.layer import LayerEntry
 
 
 @dataclass(frozen=True)
@@ -44,9 +44,9 @@ def install(image_dir: Path, root: Path, allowed_signers: Path | None) -> Instal
     Raises InputError for a missing or non-OCI image or an occupied root,
     CheckFailed when the image does not verify.
     """
-    from builder import layer, oci
-    from builder.payload import MANIFEST_PATH
-    from builder.verify import read_manifest, verify_image
+    from builder.core.payload import MANIFEST_PATH
+    from builder.release import layer, oci
+    from builder.release.verify import read_manifest, verify_image
 
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise InputError(
@@ -70,7 +70,7 @@ def install(image_dir: Path, root: Path, allowed_signers: Path | None) -> Instal
     for path, entry in entries.items():
         _check_entry(path, entry.type)
 
-    from builder.fsio import new_directory
+    from builder.core.fsio import new_directory
 
     try:
         # rename(2) replaces an empty directory, so an empty root is kept if this fails

@@ -31,7 +31,7 @@ def require_image(root: Path) -> None:
     machine without an image) gets an error instead of a fresh state directory.
     """
     if not (root / MANIFEST).is_file():
-        from builder.errors import InputError
+        from builder.core.errors import InputError
 
         raise InputError(
             f"{root} is not a breakglass host: it has no {MANIFEST}",

@@ -7,14 +7,14 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from builder import agecrypt
-from builder.errors import InputError, StateError
+from builder.approval.quorum import fewest
+from builder.approval.request import ImageRef, UnsealRequest, format_time
+from builder.core import agecrypt
+from builder.core.errors import InputError, StateError
 from builder.host import audit, safepath, state, wipe
 from builder.host.expire import session
 from builder.host.image import load_image, load_sealed_scope
 from builder.host.state import ACTIVE, PENDING, Pending
-from builder.quorum import fewest
-from builder.request import ImageRef, UnsealRequest, format_time
 
 
 def open_request(

@@ -18,7 +18,7 @@ import secrets
 import stat
 from pathlib import Path
 
-from builder.errors import StateError
+from builder.core.errors import StateError
 
 _FORBIDDEN_WRITE = stat.S_IWGRP | stat.S_IWOTH
 
@@ -111,7 +111,7 @@ def read_file(path: Path, *, limit: int | None = None) -> bytes:
     """The bytes of a regular file, refusing a symbolic link at its name. Raises OSError.
 
     With ``limit``, at most ``limit + 1`` bytes: enough for the caller's size
-    cap (``builder.bounded``) to refuse a larger file without reading it all.
+    cap (``builder.core.bounded``) to refuse a larger file without reading it all.
     """
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     try:

@@ -22,7 +22,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from builder.errors import StateError
+from builder.core.errors import StateError
 from builder.host import audit, sessions
 from builder.host.layout import Layout
 

@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from builder.errors import StateError
+from builder.core.errors import StateError
 from builder.host import audit
 from builder.host.layout import Layout
 from builder.host.state import HostState

@@ -62,7 +62,7 @@ class Active:
 
     def to_dict(self) -> dict[str, Any]:
         """The record as the state file and the activation grant hold it."""
-        from builder.request import format_time
+        from builder.approval.request import format_time
 
         return {
             "request_id": self.request_id,
@@ -90,8 +90,8 @@ class HostState:
     @classmethod
     def from_dict(cls, doc: Any) -> HostState:
         """Parse the state file; raises InputError when it is malformed."""
-        from builder.errors import InputError
-        from builder.request import parse_time
+        from builder.approval.request import parse_time
+        from builder.core.errors import InputError
 
         try:
             if not isinstance(doc, dict) or doc.get("format") != STATE_FORMAT:
@@ -123,7 +123,7 @@ class HostState:
         return cls(phase, pending, active, burned)
 
     def to_dict(self) -> dict[str, Any]:
-        from builder.request import format_time
+        from builder.approval.request import format_time
 
         p, a = self.pending, self.active
         return {
@@ -151,8 +151,8 @@ def _state_path(root: Path) -> Path:
 
 def load(root: Path) -> HostState:
     """The current state; DORMANT when no state file exists yet. Raises InputError if malformed."""
-    from builder import bounded
-    from builder.errors import InputError
+    from builder.core import bounded
+    from builder.core.errors import InputError
     from builder.host.safepath import read_file
 
     try:
@@ -178,7 +178,7 @@ def load(root: Path) -> HostState:
 
 def save(root: Path, state: HostState) -> None:
     """One atomic, fsynced replacement of the state file."""
-    from builder.canonical import dumps
+    from builder.core.canonical import dumps
     from builder.host.safepath import ensure_dir, write_file
 
     path = _state_path(root)
@@ -217,7 +217,7 @@ def active_scope(root: Path, now: datetime) -> str | None:
     ``activated`` event of a verifying audit log, and both clocks. A missing,
     malformed or failing record means no active scope.
     """
-    from builder.errors import BreakglassError
+    from builder.core.errors import BreakglassError
     from builder.host import activation, clock
     from builder.host.layout import Layout
 

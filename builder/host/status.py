@@ -6,12 +6,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from builder.display import escape
-from builder.errors import BreakglassError
+from builder.approval.request import format_time
+from builder.core.display import escape
+from builder.core.errors import BreakglassError
 from builder.host import clock, grant
 from builder.host.expire import session
 from builder.host.image import load_image
-from builder.request import format_time
 
 
 def describe(root: Path, now: datetime) -> dict[str, Any]:
@@ -48,7 +48,7 @@ def describe(root: Path, now: datetime) -> dict[str, Any]:
 
 
 def render(doc: dict[str, Any]) -> str:
-    """The status document as text; names from the host's files are escaped (``builder.display``)."""
+    """The status document as text; names from the host's files are escaped (``builder.core.display``)."""
     lines = []
     if "pending" in doc:
         p = doc["pending"]

@@ -21,17 +21,18 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from builder import agecrypt, quorum, sshsig
-from builder import shares as share_layer
-from builder.canonical import dumps
-from builder.errors import BreakglassError, CheckFailed, InputError, StateError
+from builder.approval import quorum
+from builder.approval.request import Approval, UnsealRequest, format_time, load_approval
+from builder.core import agecrypt, sshsig
+from builder.core import shares as share_layer
+from builder.core.canonical import dumps
+from builder.core.errors import BreakglassError, CheckFailed, InputError, StateError
+from builder.core.secret import Secret
 from builder.host import audit, clock, safepath, schedule, state, wipe
 from builder.host.expire import session
 from builder.host.image import HostImage, load_image, load_sealed_scope
 from builder.host.layout import Layout, crash_point
 from builder.host.state import ACTIVE, PENDING, Active, HostState
-from builder.request import Approval, UnsealRequest, format_time, load_approval
-from builder.secret import Secret
 
 HOOK_TIMEOUT_SECONDS = 10
 
@@ -183,7 +184,7 @@ def progress(approvals: tuple[str, ...], needed: int) -> str:
 
 
 def _json(path: Path) -> object:
-    from builder import bounded
+    from builder.core import bounded
 
     try:
         # never through a link, never more than a request may be

@@ -1,0 +1,1 @@
+"""The approval role: requests, approvals, the k-of-n quorum arithmetic and approver receipts."""

@@ -1,0 +1,151 @@
+"""OpenSSH signatures (sshsig), made and checked by the stock ``ssh-keygen``.
+
+Signing goes through ``ssh-keygen -Y sign`` so that keys held by ssh-agent or
+on FIDO hardware work unchanged; verification through ``ssh-keygen -Y verify``
+so that what we accept is exactly what any OpenSSH user can check.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from builder.core.errors import CheckFailed, InputError, ToolMissing
+
+MANIFEST_NAMESPACE = "breakglass-manifest"
+APPROVAL_NAMESPACE = "breakglass-approval"
+
+# principal names and namespaces: no allowed_signers pattern characters (* ? ! ,), quotes or spaces
+_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]*")
+# "TYPE BASE64 [comment]" on one line, no options in front
+_KEY_LINE = re.compile(r"(?:ssh|ecdsa|sk)-[A-Za-z0-9@.-]+ [A-Za-z0-9+/]+={0,2}(?: [^\r\n]*)?")
+
+
+def _ssh_keygen() -> str:
+    path = shutil.which("ssh-keygen")
+    if not path:
+        raise ToolMissing("ssh-keygen is not installed", hint="apt-get install openssh-client")
+    return path
+
+
+def sign(data: bytes, key: Path, namespace: str) -> str:
+    """Sign ``data`` with the private key file ``key`` (or a ``.pub`` whose key is in ssh-agent).
+
+    Returns the armored ``-----BEGIN SSH SIGNATURE-----`` text.
+    """
+    if not key.exists():
+        raise InputError("signing key not found", where=str(key))
+    with tempfile.TemporaryDirectory(prefix="breakglass-sign-") as tmp:
+        msg = Path(tmp) / "message"
+        msg.write_bytes(data)
+        proc = subprocess.run(
+            [_ssh_keygen(), "-q", "-Y", "sign", "-f", str(key), "-n", namespace, str(msg)],
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        sig = msg.with_name("message.sig")
+        if proc.returncode != 0 or not sig.exists():
+            raise InputError(
+                f"ssh-keygen could not sign ({_first_line(proc.stderr)})", where=str(key)
+            )
+        return sig.read_text(encoding="ascii")
+
+
+def verify(
+    data: bytes,
+    signature: str,
+    signers: Mapping[str, str],
+    namespace: str,
+    *,
+    identity: str | None = None,
+) -> str:
+    """Check ``signature`` over ``data`` against ``signers`` (principal -> public key line).
+
+    With ``identity``, only that principal may have signed. Returns the principal
+    whose key made the signature. Raises CheckFailed when it does not verify.
+    An empty ``signers`` is an error: verification fails closed.
+    """
+    if not signers:
+        raise CheckFailed("no trusted signers given; refusing to verify")
+    # allowed_signers treats principals as patterns and each line as options + key: a
+    # "*" principal or a newline in a key would let another key sign in someone's name
+    _check_word("namespace", namespace)
+    if identity is not None:
+        _check_word("signer name", identity)
+    for principal, key in signers.items():
+        _check_word("signer name", principal)
+        if not _KEY_LINE.fullmatch(key.strip()):
+            raise InputError(f"trusted key of {principal} is not one ssh public key line")
+    allowed = "".join(
+        f'{principal} namespaces="{namespace}" {key.strip()}\n'
+        for principal, key in signers.items()
+    )
+    return verify_allowed_signers(data, signature, allowed, namespace, identity=identity)
+
+
+def verify_allowed_signers(
+    data: bytes,
+    signature: str,
+    allowed_signers: str,
+    namespace: str,
+    *,
+    identity: str | None = None,
+) -> str:
+    """Like ``verify`` but with an OpenSSH ``allowed_signers`` file's text."""
+    if not allowed_signers.strip():
+        raise CheckFailed("the allowed signers list is empty; refusing to verify")
+    with tempfile.TemporaryDirectory(prefix="breakglass-verify-") as tmp:
+        allowed_path = Path(tmp) / "allowed_signers"
+        allowed_path.write_text(allowed_signers, encoding="utf-8")
+        sig_path = Path(tmp) / "sig"
+        sig_path.write_text(signature, encoding="ascii", errors="replace")
+        principals = [identity] if identity else _principals(allowed_path, sig_path)
+        for principal in principals:
+            proc = subprocess.run(
+                [
+                    _ssh_keygen(),
+                    "-Y",
+                    "verify",
+                    "-f",
+                    str(allowed_path),
+                    "-I",
+                    principal,
+                    "-n",
+                    namespace,
+                    "-s",
+                    str(sig_path),
+                ],
+                input=data,
+                capture_output=True,
+                check=False,
+            )
+            if proc.returncode == 0:
+                return principal
+    raise CheckFailed("signature does not verify against the trusted keys")
+
+
+def _check_word(what: str, text: str) -> None:
+    if not _WORD.fullmatch(text):
+        raise InputError(
+            f"{what} must be letters, digits and . _ @ + - (no spaces, quotes or patterns)"
+        )
+
+
+def _principals(allowed_path: Path, sig_path: Path) -> list[str]:
+    proc = subprocess.run(
+        [_ssh_keygen(), "-Y", "find-principals", "-f", str(allowed_path), "-s", str(sig_path)],
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    return [p for p in proc.stdout.decode("utf-8", "replace").split() if p]
+
+
+def _first_line(stderr: bytes) -> str:
+    lines = stderr.decode("utf-8", "replace").strip().splitlines()
+    return lines[0][:160] if lines else "no message"

@@ -1,0 +1,1 @@
+"""VM and cloud images: the Debian base and disk, the accelerator probe, Packer and the pyinfra deploy."""
