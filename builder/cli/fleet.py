@@ -147,9 +147,9 @@ def pull_cmd(
     (named with the first event that differs); unreachable hosts are reported.
     """
     from builder.core.errors import CheckFailed
-    from builder.fleet.inventory import open_fleet
     from builder.fleet.audit_pull import make_fact, settle
     from builder.fleet.audit_store import AuditStore
+    from builder.fleet.inventory import open_fleet
 
     store = AuditStore(store_dir)
     with store.locked():
@@ -240,9 +240,9 @@ def enrol_cmd(
     anything would change.
     """
     from builder.core.errors import CheckFailed
-    from builder.fleet.inventory import open_fleet
     from builder.fleet.enrol import apply
     from builder.fleet.enrol_plan import plan_for, write_record
+    from builder.fleet.inventory import open_fleet
 
     image, want = plan_for(spec)
     with open_fleet(
@@ -310,9 +310,9 @@ def rotate_cmd(
     exits 0. Exit 1 while hosts are behind (they are named).
     """
     from builder.core.errors import InputError
-    from builder.fleet.inventory import open_fleet
     from builder.fleet.drift import load_enrolment
     from builder.fleet.enrol import apply
+    from builder.fleet.inventory import open_fleet
     from builder.fleet.rotate import RotateReport, rotate
 
     if limit:
