@@ -27,12 +27,14 @@ from tests.conftest import ROOT
 
 
 def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
-    """The stderr of a refused command: exactly one error line, no traceback, nothing on stdout."""
+    """The stderr of a refused command: one error line (and at most one hint), no traceback,
+    nothing on stdout."""
     stdout, stderr = proc.stdout, proc.stderr
     assert "Traceback" not in stderr and "internal error" not in stderr, stderr
     assert stdout == "", f"printed on stdout: {stdout!r}"
     lines = stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("breakglass: error: "), stderr
+    assert lines and lines[0].startswith("breakglass: error: "), stderr
+    assert len(lines) == 1 or (len(lines) == 2 and lines[1].startswith("hint: ")), stderr
     assert proc.returncode in (1, 2)
     return lines[0]
 
