@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -204,7 +205,13 @@ def test_packer_null_build_provisions_chroot(rootfs: Path, tmp_path: Path) -> No
     )
     assert result.artifact_ids == ["Null"]
     assert sorted(p.name for p in work.iterdir()) == [MANIFEST_NAME, TEMPLATE_NAME]
-    assert json.loads((work / TEMPLATE_NAME).read_text()) == result.template
+    # the published template names the deleted scratch directory (and its build key) as <build>
+    published = (work / TEMPLATE_NAME).read_text()
+    assert "<build>/staged" in published and "/.packer-" not in published
+    scratch = re.escape(str(work)) + r"/\.packer-[^/\"]+"
+    assert json.loads(published) == json.loads(
+        re.sub(scratch, "<build>", json.dumps(result.template))
+    )
     assert any("breakglass: provisioned @chroot/" in e.text for e in events)
     for f in synthetic_payload():
         st = (rootfs / f.path).stat()
