@@ -135,8 +135,8 @@ def _build_into_cache(
     on_line: Callable[[str], None] | None,
     bootable: bool = False,
 ) -> None:
-    debootstrap = _tool("debootstrap")
-    umoci = _tool("umoci")
+    debootstrap = tool("debootstrap")
+    umoci = tool("umoci")
     if os.geteuid() != 0:
         raise CheckFailed("building a debian base needs root (debootstrap creates device nodes)")
     entry.parent.mkdir(parents=True, exist_ok=True)
@@ -144,10 +144,10 @@ def _build_into_cache(
     try:
         layout, bundle = work / "oci", work / "bundle"
         image = f"{layout}:{suite}"
-        _run([umoci, "init", "--layout", str(layout)], on_line)
-        _run([umoci, "new", "--image", image], on_line)
-        _run([umoci, "unpack", "--image", image, str(bundle)], on_line)
-        _run(
+        run_logged([umoci, "init", "--layout", str(layout)], on_line)
+        run_logged([umoci, "new", "--image", image], on_line)
+        run_logged([umoci, "unpack", "--image", image, str(bundle)], on_line)
+        run_logged(
             [
                 debootstrap,
                 f"--variant={VARIANT}",
@@ -161,8 +161,8 @@ def _build_into_cache(
         _slim(bundle / "rootfs")
         if bootable:
             _boot_setup(bundle / "rootfs")
-        _run([umoci, "repack", "--image", image, str(bundle)], on_line)
-        _run([umoci, "gc", "--layout", str(layout)], on_line)
+        run_logged([umoci, "repack", "--image", image, str(bundle)], on_line)
+        run_logged([umoci, "gc", "--layout", str(layout)], on_line)
         try:
             layout.rename(entry)
         except OSError:
@@ -255,16 +255,17 @@ def _copy_layout(entry: Path, out: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _tool(name: str) -> str:
+def tool(name: str, needed_for: str = "the debian base") -> str:
+    """The path of the program ``name`` (also looked up in /usr/sbin); raises ToolMissing."""
     path = shutil.which(name) or (
         f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None
     )
     if not path:
-        raise ToolMissing(f"{name} is not installed (needed for the debian base)")
+        raise ToolMissing(f"{name} is not installed (needed for {needed_for})")
     return path
 
 
-def _run(argv: list[str], on_line: Callable[[str], None] | None) -> None:
+def run_logged(argv: list[str], on_line: Callable[[str], None] | None) -> None:
     proc = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
     )

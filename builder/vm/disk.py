@@ -30,8 +30,17 @@ from pathlib import Path
 from typing import Any
 
 from builder.core.canonical import dumps
-from builder.core.errors import CheckFailed, InputError, ToolMissing
-from builder.vm.base import _SUITE, apt_mirror, cache_key, cache_root, debian_base, packages
+from builder.core.errors import CheckFailed, InputError
+from builder.vm.base import (
+    _SUITE,
+    apt_mirror,
+    cache_key,
+    cache_root,
+    debian_base,
+    packages,
+    run_logged,
+    tool,
+)
 
 FORMAT = "breakglass-disk/1"
 RECIPE_NAME = "breakglass-disk.json"
@@ -154,7 +163,8 @@ def _build_into_cache(
     size_mib: int,
     on_line: Callable[[str], None] | None,
 ) -> None:
-    umoci, mkfs, qemu_img = _tool("umoci"), _tool("mkfs.ext4"), _tool("qemu-img")
+    needed = "the debian disk"
+    umoci, mkfs, qemu_img = (tool(n, needed) for n in ("umoci", "mkfs.ext4", "qemu-img"))
     if os.geteuid() != 0:
         raise CheckFailed("building a debian disk needs root (the rootfs keeps its owners)")
     entry.parent.mkdir(parents=True, exist_ok=True)
@@ -162,7 +172,7 @@ def _build_into_cache(
     try:
         base = debian_base(work / "oci", suite=suite, mirror=mirror, on_line=on_line, bootable=True)
         bundle = work / "bundle"
-        _run([umoci, "unpack", "--image", base.reference, str(bundle)], on_line)
+        run_logged([umoci, "unpack", "--image", base.reference, str(bundle)], on_line)
         rootfs = bundle / "rootfs"
         built = work / "disk"
         built.mkdir()
@@ -170,12 +180,12 @@ def _build_into_cache(
         shutil.copyfile(kernel, built / KERNEL_NAME)
         shutil.copyfile(initrd, built / INITRD_NAME)
         raw = work / "disk.raw"
-        _run(
+        run_logged(
             [mkfs, "-q", "-F", "-t", "ext4", "-L", "breakglass-root", "-d", str(rootfs),
              str(raw), f"{size_mib}M"],
             on_line,
         )  # fmt: skip
-        _run([qemu_img, "convert", "-O", "qcow2", str(raw), str(built / DISK_NAME)], on_line)
+        run_logged([qemu_img, "convert", "-O", "qcow2", str(raw), str(built / DISK_NAME)], on_line)
         raw.unlink()
         recipe = {
             "format": FORMAT,
@@ -240,18 +250,3 @@ def _copy_dir(entry: Path, out: Path) -> None:
         dest.rename(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _tool(name: str) -> str:
-    path = shutil.which(name) or (
-        f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None
-    )
-    if not path:
-        raise ToolMissing(f"{name} is not installed (needed for the debian disk)")
-    return path
-
-
-def _run(argv: list[str], on_line: Callable[[str], None] | None) -> None:
-    from builder.vm.base import _run as run_logged
-
-    run_logged(argv, on_line)
