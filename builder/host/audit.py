@@ -32,6 +32,7 @@ GENESIS = digest(b"")
 MAX_LINE = 1 << 20
 FIELDS = ("seq", "time", "event", "actor", "request_id", "scope", "details", "prev")
 _FIELD_SET = frozenset(FIELDS)
+_RECORDED = b'"event":"session-recorded"'  # builder.host.record.EVENT_MARK, without importing it
 
 
 def actor() -> str:
@@ -143,6 +144,7 @@ def verify(layout: Layout, *, expect_head: str | None = None) -> Verified:
     head_seq = _head_seq(head)
     prev = GENESIS
     count, at_head, anchored = 0, None, False
+    recordings: list[Any] = []  # session-recorded events: their files are checked after the chain
     try:
         log = open(layout.audit, "rb")  # noqa: SIM115 - closed below, also on errors
     except FileNotFoundError:
@@ -161,6 +163,8 @@ def verify(layout: Layout, *, expect_head: str | None = None) -> Verified:
             if n == head_seq:
                 at_head = prev
             anchored = anchored or prev == expect_head
+            if _RECORDED in line:
+                recordings.append(json.loads(line))
     except OSError as e:
         raise CheckFailed(f"cannot read the audit log ({e.strerror})") from None
     finally:
@@ -171,6 +175,10 @@ def verify(layout: Layout, *, expect_head: str | None = None) -> Verified:
     _check_head(head, count, at_head)
     if expect_head is not None and not anchored:
         raise CheckFailed("the anchored head hash is not in the audit log")
+    if recordings:
+        from builder.host import record
+
+        record.check(layout, recordings)
     return Verified(count, prev)
 
 
