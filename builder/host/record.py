@@ -85,7 +85,12 @@ def check(layout: Layout, events: Iterable[Mapping[str, Any]]) -> int:
     latest = recorded(events)
     for name, (seq, entry) in sorted(latest.items()):
         path = top / name
-        if ".." in Path(name).parts or not path.is_file() or path.is_symlink():
+        if (
+            ".." in Path(name).parts
+            or Path(name).is_absolute()
+            or not path.is_file()
+            or path.is_symlink()
+        ):
             raise CheckFailed(f"recording {name} (audit log line {seq}): deleted")
         size, digest = _digest(path)
         if digest != entry.get("sha256") or size != entry.get("size"):

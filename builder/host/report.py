@@ -181,11 +181,13 @@ def _summary(t: dict[str, Any]) -> str:
 
 
 def render_html(doc: dict[str, Any]) -> str:
-    """The review as one self-contained HTML page; every value escaped."""
+    """The review as one self-contained HTML page; every value escaped (controls, then HTML)."""
     from html import escape
 
+    from builder.display import escape as visible
+
     def e(value: object) -> str:
-        return escape(str(value)) if value is not None else "-"
+        return escape(visible(str(value))) if value is not None else "-"
 
     rows = "".join(
         f"<tr><td>{e(t['time'])}</td><td>{e(t['what'])}</td><td>{e(t['actor'])}</td>"
