@@ -138,11 +138,12 @@ def _session_user() -> str:
 def record_session(root: Path, now: datetime, command: str | None) -> int:
     """Run the emergency user's session under ``script``; hash the recording; the session's status.
 
-    Raises StateError when no window of that user's scope is open (the login ends unrecorded
-    only because it does not happen), InputError when not run as root through sudo.
+    Raises StateError when no window of that user's scope is open (then there is no session
+    at all), InputError when not run as root through sudo.
     """
     import shlex
     import shutil
+    import signal
     import subprocess
 
     from builder.host import audit, clock, sessions
@@ -170,8 +171,6 @@ def record_session(root: Path, now: datetime, command: str | None) -> int:
     env["SHELL"] = "/bin/sh"  # script runs -c through $SHELL; the string is quoted for sh
     argv = [script, "-q", "-e", "-f", "--log-io", str(io), "--log-timing", str(timing),
             "-c", shlex.join(inner)]  # fmt: skip
-    import signal
-
     # a dropped connection hangs up on us too: outlive it to hash what script wrote
     for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
