@@ -133,8 +133,12 @@ class Verified:
     head: str
 
 
-def verify(layout: Layout, *, expect_head: str | None = None) -> Verified:
+def verify(layout: Layout, *, expect_head: str | None = None, recordings: bool = False) -> Verified:
     """Check every line's encoding, sequence and chain; raises CheckFailed at the first bad line.
+
+    With ``recordings`` (``host audit verify``), also every session recording a
+    ``session-recorded`` event names against its digest (``builder.host.record.check``);
+    the activation check leaves it off, so no host command hashes recordings.
 
     With ``expect_head`` (a hash anchored elsewhere), that hash must be some line of the log.
     Reads the log one line at a time and keeps only what the head check needs, so memory
@@ -144,7 +148,7 @@ def verify(layout: Layout, *, expect_head: str | None = None) -> Verified:
     head_seq = _head_seq(head)
     prev = GENESIS
     count, at_head, anchored = 0, None, False
-    recordings: list[Any] = []  # session-recorded events: their files are checked after the chain
+    recorded: list[Any] = []  # session-recorded events: their files are checked after the chain
     try:
         log = open(layout.audit, "rb")  # noqa: SIM115 - closed below, also on errors
     except FileNotFoundError:
@@ -163,8 +167,8 @@ def verify(layout: Layout, *, expect_head: str | None = None) -> Verified:
             if n == head_seq:
                 at_head = prev
             anchored = anchored or prev == expect_head
-            if _RECORDED in line:
-                recordings.append(json.loads(line))
+            if recordings and _RECORDED in line:
+                recorded.append(json.loads(line))
     except OSError as e:
         raise CheckFailed(f"cannot read the audit log ({e.strerror})") from None
     finally:
@@ -175,10 +179,10 @@ def verify(layout: Layout, *, expect_head: str | None = None) -> Verified:
     _check_head(head, count, at_head)
     if expect_head is not None and not anchored:
         raise CheckFailed("the anchored head hash is not in the audit log")
-    if recordings:
+    if recorded:
         from builder.host import record
 
-        record.check(layout, recordings)
+        record.check(layout, recorded)
     return Verified(count, prev)
 
 

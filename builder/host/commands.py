@@ -134,7 +134,7 @@ def run_audit_verify(root: Path, expect_head: str | None) -> Output:
     from builder.host.layout import Layout, require_image
 
     require_image(root)
-    result = audit.verify(Layout(root), expect_head=expect_head)
+    result = audit.verify(Layout(root), expect_head=expect_head, recordings=True)
     return (
         {"ok": True, "events": result.events, "head": result.head},
         f"ok: {result.events} events\nhead: {result.head}",
