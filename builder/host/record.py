@@ -102,7 +102,9 @@ def _all_files(layout: Layout) -> list[Path]:
     top = recordings_dir(layout)
     if not top.is_dir():
         return []
-    return [p for p in top.rglob("*") if p.is_file() and not p.is_symlink()]
+    # sudo rewrites its session counter on every use: a counter, not a recording
+    counter = top / SUDO_IO / "seq"
+    return [p for p in top.rglob("*") if p.is_file() and not p.is_symlink() and p != counter]
 
 
 def seal_pending(layout: Layout, now: datetime, request_id: str | None, scope: str | None) -> None:
