@@ -100,8 +100,16 @@ def image_sshd(rootfs: Path, log: Path) -> Iterator[int]:
     )
     assert made.returncode == 0, made.stderr
     port = free_port()
+    # The drop-in's ForceCommand runs the session recorder through sudo, which bwrap's
+    # no_new_privs stops; a ForceCommand read first wins, so logins here run unrecorded
+    # (tests/test_host_record.py proves the recording against a real sshd and sudo).
+    (keydir / "sshd_config").write_text(
+        f"Match User {EMERGENCY_USER}\n    ForceCommand none\nMatch all\n"
+        "Include /etc/ssh/sshd_config\n"
+    )
     argv = [
         *sandbox_argv(rootfs), "/usr/sbin/sshd", "-D", "-e", "-p", str(port),
+        "-f", "/run/e2e-sshd/sshd_config",
         "-o", "ListenAddress=127.0.0.1", "-o", "HostKey=/run/e2e-sshd/host_key",
         "-o", "PidFile=none",
     ]  # fmt: skip

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import shutil
 import socket
 import stat
@@ -59,7 +60,34 @@ def _emergency_account(name: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _sshd(root: Path) -> Iterator[int]:
+def _sudoers(root: Path, wrapper: Path, extra: str) -> Iterator[None]:
+    """The image's sudoers rules on this machine for the test (the ForceCommand needs them).
+
+    Paths are moved into the unpacked root; ``extra`` adds rules (a command to run via sudo).
+    The file is checked with ``visudo -c`` first and removed afterwards.
+    """
+    visudo = require_tool("visudo")
+    require_tool("sudo")
+    rules = (root / "etc/sudoers.d/breakglass").read_text()
+    assert "NOPASSWD: BREAKGLASS_RECORD" in rules
+    rules = rules.replace("/usr/local/bin/breakglass", str(wrapper))
+    rules = rules.replace("/var/lib/breakglass", str(root / "var/lib/breakglass")) + extra
+    # a name without a dot: sudo skips files in sudoers.d whose names hold one
+    path = Path(f"/etc/sudoers.d/breakglass-test-{os.getpid()}")
+    staged = path.with_name(f"{path.name}.new")
+    staged.write_text(rules)
+    staged.chmod(0o440)
+    try:
+        subprocess.run([visudo, "-cqf", str(staged)], check=True)
+        staged.rename(path)
+        yield
+    finally:
+        staged.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _sshd(root: Path, sudo_extra: str = "") -> Iterator[int]:
     sshd = require_tool("sshd")
     # AuthorizedKeysCommand must sit on a root-owned path that nobody else can write (not /tmp)
     work = Path(tempfile.mkdtemp(prefix="breakglass-sshd-", dir="/run"))
@@ -79,6 +107,7 @@ def _sshd(root: Path) -> Iterator[int]:
         dropin = (root / "etc/ssh/sshd_config.d/50-breakglass.conf").read_text()
         assert "AuthorizedKeysCommand /usr/local/bin/breakglass host authorized-keys %u" in dropin
         assert "AuthorizedKeysCommandUser breakglass-akc" in dropin
+        assert "ForceCommand exec sudo -n /usr/local/bin/breakglass host record-session" in dropin
         (work / "50-breakglass.conf").write_text(
             dropin.replace("/usr/local/bin/breakglass", str(wrapper))
         )
@@ -89,6 +118,8 @@ def _sshd(root: Path) -> Iterator[int]:
             f"AuthorizedKeysFile none\nInclude {work / '50-breakglass.conf'}\n"
         )
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        stack = contextlib.ExitStack()
+        stack.enter_context(_sudoers(root, wrapper, sudo_extra))
         proc = subprocess.Popen(
             [sshd, "-D", "-e", "-f", str(work / "sshd_config"), "-p", str(port)],
             stdout=subprocess.DEVNULL,
@@ -107,6 +138,7 @@ def _sshd(root: Path) -> Iterator[int]:
         finally:
             proc.terminate()
             proc.wait(timeout=10)
+            stack.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

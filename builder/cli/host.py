@@ -112,6 +112,32 @@ def authorized_keys_cmd(user: str, root: Path, as_json: bool) -> None:
     emit(run_authorized_keys(root, user), user, as_json)
 
 
+@host.command("record-session")
+@_common
+def record_session_cmd(root: Path, as_json: bool) -> None:
+    """For sshd's ForceCommand (through sudo): run the emergency login under a recording."""
+    import os
+    import sys
+
+    from builder.host.commands import now
+    from builder.host.record import record_session
+
+    sys.exit(record_session(root, now(root), os.environ.get("SSH_ORIGINAL_COMMAND") or None))
+
+
+@host.command("report")
+@click.argument("request_id")
+@click.option("--html", "as_html", is_flag=True, help="One self-contained HTML page.")
+@_common
+def report_cmd(request_id: str, as_html: bool, root: Path, as_json: bool) -> None:
+    """Review a window: timeline, approvers, sudo commands, recordings and how to replay them."""
+    from builder.host import report
+
+    doc = report.build(root, request_id)
+    text = report.render_html(doc) if as_html else report.render_text(doc)
+    _out(as_json, doc, text)
+
+
 @host.group("audit")
 def audit_group() -> None:
     """Verify and read the hash-chained audit log."""

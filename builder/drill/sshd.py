@@ -145,7 +145,15 @@ class LoopbackSshd:
             f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nPidFile none\n"
             "UsePAM no\nStrictModes no\nAuthorizedKeysFile none\nPasswordAuthentication no\n"
             "KbdInteractiveAuthentication no\nPermitRootLogin no\nLogLevel VERBOSE\n"
-            f"Include {self.root / SSHD_DROPIN_PATH.rsplit('/', 1)[0]}/*.conf\n",
+            # The drop-in's ForceCommand records each login through sudo; bwrap sets
+            # no_new_privs, so sudo cannot run in here. The first ForceCommand sshd reads wins:
+            # the drill logs in unrecorded (tests/test_host_record.py proves the recording).
+            + (
+                f"Match User {','.join(self.users)}\n    ForceCommand none\nMatch all\n"
+                if self.users
+                else ""
+            )
+            + f"Include {self.root / SSHD_DROPIN_PATH.rsplit('/', 1)[0]}/*.conf\n",
             encoding="utf-8",
         )
         return [

@@ -33,6 +33,7 @@ GENESIS = digest(b"")
 MAX_LINE = 1 << 20
 FIELDS = ("seq", "time", "event", "actor", "request_id", "scope", "details", "prev")
 _FIELD_SET = frozenset(FIELDS)
+_RECORDED = b'"event":"session-recorded"'  # builder.host.record.EVENT_MARK, without importing it
 
 
 def actor() -> str:
@@ -133,8 +134,12 @@ class Verified:
     head: str
 
 
-def verify(layout: Layout, *, expect_head: str | None = None) -> Verified:
+def verify(layout: Layout, *, expect_head: str | None = None, recordings: bool = False) -> Verified:
     """Check every line's encoding, sequence and chain; raises CheckFailed at the first bad line.
+
+    With ``recordings`` (``host audit verify``), also every session recording a
+    ``session-recorded`` event names against its digest (``builder.host.record.check``);
+    the activation check leaves it off, so no host command hashes recordings.
 
     With ``expect_head`` (a hash anchored elsewhere), that hash must be some line of the log.
     Reads the log one line at a time and keeps only what the head check needs, so memory
@@ -144,6 +149,7 @@ def verify(layout: Layout, *, expect_head: str | None = None) -> Verified:
     head_seq = _head_seq(head)
     prev = GENESIS
     count, at_head, anchored = 0, None, False
+    recorded: list[Any] = []  # session-recorded events: their files are checked after the chain
     try:
         log = open(layout.audit, "rb")  # noqa: SIM115 - closed below, also on errors
     except FileNotFoundError:
@@ -162,6 +168,8 @@ def verify(layout: Layout, *, expect_head: str | None = None) -> Verified:
             if n == head_seq:
                 at_head = prev
             anchored = anchored or prev == expect_head
+            if recordings and _RECORDED in line:
+                recorded.append(json.loads(line))
     except OSError as e:
         raise CheckFailed(f"cannot read the audit log ({e.strerror})") from None
     finally:
@@ -172,6 +180,10 @@ def verify(layout: Layout, *, expect_head: str | None = None) -> Verified:
     _check_head(head, count, at_head)
     if expect_head is not None and not anchored:
         raise CheckFailed("the anchored head hash is not in the audit log")
+    if recorded:
+        from builder.host import record
+
+        record.check(layout, recorded)
     return Verified(count, prev)
 
 

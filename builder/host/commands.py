@@ -134,7 +134,7 @@ def run_audit_verify(root: Path, expect_head: str | None) -> Output:
     from builder.host.layout import Layout, require_image
 
     require_image(root)
-    result = audit.verify(Layout(root), expect_head=expect_head)
+    result = audit.verify(Layout(root), expect_head=expect_head, recordings=True)
     return (
         {"ok": True, "events": result.events, "head": result.head},
         f"ok: {result.events} events\nhead: {result.head}",
@@ -157,6 +157,7 @@ _SPECS: dict[tuple[str, ...], tuple[frozenset[str], frozenset[str], tuple[int, i
         (0, 0),
     ),
     ("audit", "verify"): (frozenset({"--expect-head"}), frozenset(), (0, 0)),
+    ("record-session",): (frozenset(), frozenset(), (0, 0)),
 }
 
 
@@ -272,6 +273,11 @@ def _dispatch(
             sys.stderr.flush()
     elif words == ("audit", "verify"):
         emit(as_json, *run_audit_verify(root, options.get("--expect-head")))
+    elif words == ("record-session",):
+        from builder.host.record import record_session
+
+        # every emergency login starts here (sshd's ForceCommand): the session's status is ours
+        raise SystemExit(record_session(root, now(root), os.environ.get("SSH_ORIGINAL_COMMAND")))
     else:  # pragma: no cover - _SPECS and this table list the same commands
         raise AssertionError(words)
 

@@ -35,7 +35,7 @@ from typing import Any
 from builder.approval.request import format_time
 from builder.core import bounded
 from builder.core.errors import InputError, StateError
-from builder.host import activation, audit, clock, sessions, state, wipe
+from builder.host import activation, audit, clock, record, sessions, state, wipe
 from builder.host.layout import Layout, crash_point
 from builder.host.state import ACTIVE, PENDING, HostState
 
@@ -65,6 +65,10 @@ def reseal(
                          details={"found": "symbolic links in the runtime directory",
                                   "wiped": links})  # fmt: skip
     sessions.end_for(layout, now, current)
+    if a is not None and audit_error is None:
+        # recordings outlive the window; what no session sealed itself is hashed now
+        with contextlib.suppress(StateError, OSError):
+            record.seal_pending(layout, now, request_id, scope)
     if audit_error is not None:
         raise audit_error
     return new
