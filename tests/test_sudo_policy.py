@@ -71,10 +71,13 @@ def test_rendered_sudoers_carry_noexec_and_pass_visudo(tmp_path: Path) -> None:
     visudo = require_tool("visudo")
     spec = load_spec(ROOT / "images/example.yaml")
     sudoers = render_all(spec, None).files["sudoers"]
-    rules = [line for line in sudoers.decode().splitlines() if line and not line.startswith("#")]
+    rules = [line for line in sudoers.decode().splitlines() if " ALL=(root) " in line]
+    # the scope's commands may start nothing; the session recorder (run by sshd's ForceCommand)
+    # is the one rule without NOEXEC: it must start `script` and the user's shell
     assert rules == [
+        "breakglass ALL=(root) NOPASSWD: BREAKGLASS_RECORD",
         "breakglass ALL=(root) NOPASSWD: NOEXEC: /usr/bin/systemctl --no-pager restart "
-        "deploy-agent, /usr/bin/journalctl --no-pager -u deploy-agent"
+        "deploy-agent, /usr/bin/journalctl --no-pager -u deploy-agent",
     ]
     path = tmp_path / "breakglass"
     path.write_bytes(sudoers)
