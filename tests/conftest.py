@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 
@@ -26,9 +26,14 @@ def require_tool(name: str) -> str:
     )
     if path:
         return path
+    missing(f"the tool {name!r}")
+
+
+def missing(what: str) -> NoReturn:
+    """Skip locally, fail under CI (which must install everything): ``what`` is not installed."""
     if os.environ.get("CI") == "true":
-        pytest.fail(f"required tool {name!r} is not installed (CI must install it)")
-    pytest.skip(f"{name} not installed")
+        pytest.fail(f"{what} is not installed (CI must install it)")
+    pytest.skip(f"{what} is not installed")
 
 
 def require_root(why: str) -> None:

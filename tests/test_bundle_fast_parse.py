@@ -9,7 +9,7 @@ from builder.core.canonical import dumps
 from builder.core.errors import InputError
 from builder.core.yamlfile import fast_loads, loads
 from builder.release.bundle import SealedBundle
-from tests.conftest import ROOT
+from tests.conftest import ROOT, missing
 
 BUNDLE = ROOT / "images/example.sealed.yaml"
 
@@ -17,7 +17,7 @@ BUNDLE = ROOT / "images/example.sealed.yaml"
 def test_fast_and_round_trip_parses_agree() -> None:
     data = BUNDLE.read_bytes()
     if fast_loads(data.decode(), "x") is None:
-        pytest.skip("ruamel.yaml.clib is not installed: only the round-trip parse runs")
+        missing("ruamel.yaml.clib (a dependency: the fast bundle parse)")
     slow = SealedBundle._from_node(loads(data.decode(), str(BUNDLE)))
     assert SealedBundle.from_bytes(data, str(BUNDLE)) == slow
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEMO_KEYS, ROOT, require_tool, run_cli
+from tests.conftest import DEMO_KEYS, ROOT, missing, require_tool, run_cli
 
 DOC = ROOT / "docs/recovery.md"
 VENV_BIN = Path(sys.executable).parent  # where pip put the `shamir` console script
@@ -37,9 +36,7 @@ def blocks() -> dict[str, str]:
 def _shamir() -> str:
     path = shutil.which("shamir") or str(VENV_BIN / "shamir")
     if not Path(path).exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail("the SLIP-39 reference CLI (shamir, from shamir-mnemonic) is not installed")
-        pytest.skip("shamir CLI not installed")
+        missing("the SLIP-39 reference CLI (shamir, from shamir-mnemonic[cli])")
     return path
 
 
