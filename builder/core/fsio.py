@@ -6,10 +6,19 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Replace ``path`` with ``data`` atomically; readers see the old or the new file, never half."""
+    with atomic_file(path, mode) as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
+    """Yield a file that replaces ``path`` when the block ends: temp file beside it, fsync,
+    rename, fsync of the directory. On any failure ``path`` is untouched and the temp file gone."""
     path.parent.mkdir(parents=True, exist_ok=True)
     import tempfile  # here: host commands that write nothing should not pay for it
 
@@ -17,7 +26,7 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -11,7 +11,6 @@ config.md, annotations.md).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -26,7 +25,7 @@ from typing import Any
 
 from builder.core.canonical import digest
 from builder.core.errors import CheckFailed, InputError, StateError
-from builder.core.fsio import fsync_dir
+from builder.core.fsio import atomic_file, fsync_dir
 from builder.release.layer import Layer
 
 MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -313,30 +312,20 @@ def export_tar(layout_dir: Path, tar_path: Path, *, mtime: int = 0) -> None:
             entries.append((p.relative_to(layout_dir).as_posix(), p))
     entries.sort(key=lambda e: tuple(e[0].split("/")))
 
-    tar_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=tar_path.parent, prefix=f".{tar_path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as out:
-            with tarfile.open(fileobj=out, mode="w:", format=tarfile.PAX_FORMAT) as t:
-                for rel, p in entries:
-                    info = tarfile.TarInfo(rel)
-                    info.mtime, info.uid, info.gid, info.uname, info.gname = mtime, 0, 0, "", ""
-                    if p.is_dir():
-                        info.type, info.mode = tarfile.DIRTYPE, 0o755
-                        t.addfile(info)
-                    else:
-                        info.mode, info.size = 0o644, p.stat().st_size
-                        with p.open("rb") as src:
-                            t.addfile(info, src)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, tar_path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(tar_path.parent)
+    with (
+        atomic_file(tar_path) as out,
+        tarfile.open(fileobj=out, mode="w:", format=tarfile.PAX_FORMAT) as t,
+    ):
+        for rel, p in entries:
+            info = tarfile.TarInfo(rel)
+            info.mtime, info.uid, info.gid, info.uname, info.gname = mtime, 0, 0, "", ""
+            if p.is_dir():
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                t.addfile(info)
+            else:
+                info.mode, info.size = 0o644, p.stat().st_size
+                with p.open("rb") as src:
+                    t.addfile(info, src)
 
 
 def open_layout(path: Path, tag: str | None, *, load_layers: bool = True) -> LoadedImage:
