@@ -7,7 +7,7 @@ import re
 from builder.core.errors import InputError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_RE = re.compile(r"^([1-9][0-9]{0,6})([smhd])$")
+_RE = re.compile(r"^([1-9][0-9]{0,6})([smhd])\Z")
 
 
 def parse(text: object) -> int:

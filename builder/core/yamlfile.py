@@ -274,7 +274,7 @@ def _type_name(value: Any) -> str:
 
 # Field checks that every section of a spec shares.
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\Z")
 
 
 def node_name(node: Node, what: str) -> str:

@@ -20,12 +20,12 @@ from builder.release.enrol_targets import EnrolTarget, parse_targets
 from builder.release.policy import Approver, Policy, parse_approvers, parse_policy
 from builder.release.sudo_policy import shell_escape
 
-SEMVER_RE = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
-USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+SEMVER_RE = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)\Z")
+USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\Z")
 # An exact sudoers command: an absolute path and plain arguments, single spaces.
 # Everything sudoers reads as syntax is out: a ',' would start a second command
 # (`/bin/true, /bin/sh`), and '*', '?', '[' and backslash are sudo's wildcards and escapes.
-SUDO_COMMAND_RE = re.compile(r"^/[A-Za-z0-9_./+-]+( [A-Za-z0-9_./@%+-]+)*$")
+SUDO_COMMAND_RE = re.compile(r"^/[A-Za-z0-9_./+-]+( [A-Za-z0-9_./@%+-]+)*\Z")
 GENERATED_KINDS = ("ssh-ed25519", "token", "password")
 SUPPLIED_KINDS = ("token", "password", "opaque")
 

@@ -94,7 +94,7 @@ SHELL_ESCAPES: dict[str, str] = {
 }  # fmt: skip
 
 # versioned names: python3, python3.12, perl5.36, lua5.4, php8.2, ruby3.1, pypy3.10
-_VERSIONED = re.compile(r"^(python|perl|lua|php|ruby|pypy|node|tclsh|wish)[0-9.]*$")
+_VERSIONED = re.compile(r"^(python|perl|lua|php|ruby|pypy|node|tclsh|wish)[0-9.]*\Z")
 _PAGERS_BY_DEFAULT = ("journalctl", "systemctl")
 
 

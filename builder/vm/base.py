@@ -30,7 +30,7 @@ PACKAGES = ("openssh-server", "python3", "sudo")
 # manager, a kernel with its initramfs.
 BOOT_PACKAGES = ("linux-image-amd64", "systemd-sysv", "udev")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
-_SUITE = re.compile(r"^[a-z][a-z0-9-]*$")
+_SUITE = re.compile(r"^[a-z][a-z0-9-]*\Z")
 
 
 @dataclass(frozen=True)
