@@ -42,6 +42,8 @@ def test_approve_needs_nothing_from_the_host(
     assert r.returncode == 0, r.stderr
     line = r.stdout.strip()
     assert line.startswith("BREAKGLASS-APPROVAL-1:")
+    # no prompt with --yes, but the terminal still shows what was approved
+    assert f"request: {rid}" in r.stderr and "ssh-emergency" in r.stderr, r.stderr
     hidden.rename(image.root)
     u = hostkit.run("host", "unseal", "--root", str(image.root), rid, line, "--json")
     assert u.returncode == 0, u.stderr

@@ -129,7 +129,7 @@ def test_cli_errors_are_one_line(image: hostkit.Image) -> None:
                     "--reason", "x", "--requester", "dave")  # fmt: skip
     assert r.returncode == 2
     assert (
-        r.stderr == "breakglass: error: ttl 7200s exceeds the cap of scope ssh-emergency (3600s)\n"
+        r.stderr == "breakglass: error: ttl 2h exceeds the cap of scope ssh-emergency (1h)\n"
     )
     r = hostkit.run("host", "unseal", "--root", root, "0" * 32, "BREAKGLASS-APPROVAL-1:AAAA")
     assert r.returncode == 1

@@ -6,8 +6,12 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from builder.approval.request import UnsealRequest
 
 
 @click.command("approve")
@@ -46,7 +50,7 @@ def approve_cmd(
 ) -> None:  # fmt: skip
     """Approve REQUEST (a file or an armored line): re-encrypt your share to it and sign."""
     from builder.approval import receipt
-    from builder.approval.approve import approve, check_approvable, summary
+    from builder.approval.approve import approve, check_approvable
     from builder.approval.request import load_request
     from builder.core.fsio import write_atomic
 
@@ -56,12 +60,13 @@ def approve_cmd(
     if image_dir is not None:
         _check_published_image(parsed.image.manifest_digest, image_dir, allowed_signers)
     if not yes:
-        for label, value in summary(parsed):
-            click.echo(f"{label:>15}: {value}", err=True)
+        _show(parsed)
         _confirm(approver)
     approval = approve(
         parsed, approver=approver, identity=identity, signing_key=signing_key, now=now
     )
+    if yes:  # no prompt, but the terminal still keeps what was approved
+        _show(parsed)
     # the receipt first: an approval that leaves no receipt cannot be checked against the host
     receipt_path = receipt.keep(receipt.Receipt.of(parsed, approval),
                                 receipts_dir or receipt.default_dir())  # fmt: skip
@@ -73,6 +78,13 @@ def approve_cmd(
                                "receipt": str(receipt_path)}, sort_keys=True))  # fmt: skip
     else:
         click.echo(approval.armored())
+
+
+def _show(parsed: UnsealRequest) -> None:
+    from builder.approval.approve import summary
+
+    for label, value in summary(parsed):
+        click.echo(f"{label:>15}: {value}", err=True)
 
 
 def _confirm(approver: str) -> None:

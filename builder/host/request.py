@@ -10,6 +10,7 @@ from pathlib import Path
 from builder.approval.quorum import fewest
 from builder.approval.request import ImageRef, UnsealRequest, format_time
 from builder.core import agecrypt
+from builder.core.duration import format_seconds
 from builder.core.errors import InputError, StateError
 from builder.host import audit, safepath, state, wipe
 from builder.host.expire import session
@@ -37,7 +38,8 @@ def open_request(
         info = image.scope(scope)
         if ttl_seconds > info.max_ttl_seconds:
             raise InputError(
-                f"ttl {ttl_seconds}s exceeds the cap of scope {scope} ({info.max_ttl_seconds}s)"
+                f"ttl {format_seconds(ttl_seconds)} exceeds the cap of scope {scope} "
+                f"({format_seconds(info.max_ttl_seconds)})"
             )
         if current.phase == ACTIVE:
             raise StateError(
