@@ -21,6 +21,7 @@ from builder.approval.quorum import Group
 from builder.core import bounded
 from builder.core.canonical import digest, dumps
 from builder.core.errors import InputError
+from builder.core.utctime import format_time as format_time  # re-exported: host and approver use it
 
 REQUEST_FORMAT = "breakglass-request/1"
 APPROVAL_FORMAT = "breakglass-approval/1"
@@ -32,11 +33,6 @@ _ID = re.compile(r"^[0-9a-f]{32}\Z")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 # a reason is audited on one line, and an audit line has a cap (builder.core.bounded)
 MAX_REASON = 2000
-
-
-def format_time(t: datetime) -> str:
-    """RFC 3339 UTC with seconds, the one time form in our documents."""
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_time(text: object, what: str) -> datetime:

@@ -13,20 +13,22 @@ reasons only. Appends hold the host lock (``builder.host.state``).
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import datetime
-from hashlib import sha256
-from typing import Any
 
-from builder.approval.request import format_time
 from builder.core import bounded
 from builder.core.canonical import digest, dumps
 from builder.core.errors import CheckFailed, InputError, StateError
-from builder.host.layout import Layout
+from builder.core.utctime import format_time
 from builder.host.safepath import ensure_dir, write_file
+
+TYPE_CHECKING = False  # typing and dataclasses cost the start of every host command
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from datetime import datetime
+    from os import PathLike
+    from typing import Any
+
+    from builder.host.layout import Layout
 
 GENESIS = digest(b"")
 # No event comes near this; a longer line is damage, and verify's memory stays bounded by it.
@@ -126,12 +128,44 @@ def append(
     return head
 
 
-@dataclass(frozen=True)
 class Verified:
     """A log that verified: how many events, and the hash of the last line."""
 
-    events: int
-    head: str
+    __slots__ = ("events", "head")
+
+    def __init__(self, events: int, head: str) -> None:
+        self.events, self.head = events, head
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Verified) and (other.events, other.head) == (
+            self.events,
+            self.head,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.events, self.head))
+
+    def __repr__(self) -> str:
+        return f"Verified(events={self.events!r}, head={self.head!r})"
+
+
+def _line_hasher(size: int) -> Any:
+    """sha256 for the lines of a log of ``size`` bytes: OpenSSL's for a long log, else the built-in
+    one (loading OpenSSL costs more than hashing a short log)."""
+    if size < 256 * 1024:
+        try:
+            from _sha256 import sha256  # type: ignore[import-not-found]
+        except ImportError:  # pragma: no cover
+            from hashlib import sha256
+        return sha256
+    try:
+        from _hashlib import openssl_sha256  # hashlib's own constructor, without the wrapper
+
+        return openssl_sha256
+    except ImportError:  # pragma: no cover
+        from hashlib import sha256
+
+        return sha256
 
 
 def verify(layout: Layout, *, expect_head: str | None = None, recordings: bool = False) -> Verified:
@@ -145,46 +179,74 @@ def verify(layout: Layout, *, expect_head: str | None = None, recordings: bool =
     Reads the log one line at a time and keeps only what the head check needs, so memory
     stays constant however long the log grows.
     """
-    head = _read_head(layout)
+    count, head, recorded, _ = verify_chain(
+        layout.audit,
+        layout.audit_head,
+        expect_head=expect_head,
+        recordings=recordings,
+        on_empty=lambda: _check_not_emptied(layout),
+    )
+    if recorded:
+        from builder.host import record
+
+        record.check(layout, recorded)
+    return Verified(count, head)
+
+
+def verify_chain(
+    log_path: str | PathLike[str],
+    head_path: str | PathLike[str],
+    *,
+    expect_head: str | None = None,
+    recordings: bool = False,
+    on_empty: Callable[[], None] | None = None,
+) -> tuple[int, str, list[Any], dict[str, Any] | None]:
+    """``verify`` given the paths of the log and its head record, up to the recordings.
+
+    Returns the number of events, the head hash, the ``session-recorded`` events (with
+    ``recordings``) and the last ``activated`` event (parsed, as ``read_events`` gives it,
+    or None). ``on_empty`` runs when the log has no line, before the head is judged.
+    """
+    head = _read_head(head_path)
     head_seq = _head_seq(head)
     prev = GENESIS
     count, at_head, anchored = 0, None, False
     recorded: list[Any] = []  # session-recorded events: their files are checked after the chain
+    activated: dict[str, Any] | None = None
     try:
-        log = open(layout.audit, "rb")  # noqa: SIM115 - closed below, also on errors
+        log = open(log_path, "rb")  # noqa: SIM115 - closed below, also on errors
     except FileNotFoundError:
         log = None
     except OSError as e:
         raise CheckFailed(f"cannot read the audit log ({e.strerror})") from None
     try:
+        sha256 = _line_hasher(os.fstat(log.fileno()).st_size if log is not None else 0)
         n = 0
         while log is not None and (line := log.readline(MAX_LINE + 1)):
             n += 1
             if len(line) > MAX_LINE:
                 raise CheckFailed(f"audit log line {n}: longer than any event ({MAX_LINE} bytes)")
-            _check_line(n, line, prev)
+            event = _check_line(n, line, prev)
             prev = "sha256:" + sha256(line).hexdigest()
             count = n
             if n == head_seq:
                 at_head = prev
             anchored = anchored or prev == expect_head
             if recordings and _RECORDED in line:
-                recorded.append(json.loads(line))
+                recorded.append(event)
+            if event["event"] == "activated":
+                activated = event if isinstance(event["details"], dict) else None
     except OSError as e:
         raise CheckFailed(f"cannot read the audit log ({e.strerror})") from None
     finally:
         if log is not None:
             log.close()
-    if count == 0:
-        _check_not_emptied(layout)
+    if count == 0 and on_empty is not None:
+        on_empty()
     _check_head(head, count, at_head)
     if expect_head is not None and not anchored:
         raise CheckFailed("the anchored head hash is not in the audit log")
-    if recorded:
-        from builder.host import record
-
-        record.check(layout, recorded)
-    return Verified(count, prev)
+    return count, prev, recorded, activated
 
 
 def _check_not_emptied(layout: Layout) -> None:
@@ -200,8 +262,10 @@ def _check_not_emptied(layout: Layout) -> None:
         )
 
 
-def _check_line(n: int, line: bytes, prev: str) -> None:
-    """One line of the log: an audit event in canonical form, numbered ``n``, chained to ``prev``."""
+def _check_line(n: int, line: bytes, prev: str) -> dict[str, Any]:
+    """One line of the log: an audit event in canonical form, numbered ``n``, chained to ``prev``.
+
+    Returns the parsed event."""
     where = f"audit log line {n}"  # ~0.1 µs; clearer than building it in each branch
     if not line.endswith(b"\n"):
         raise CheckFailed(f"{where}: truncated (no newline)")
@@ -225,9 +289,34 @@ def _check_line(n: int, line: bytes, prev: str) -> None:
             f"audit log line {n - 1}: edited, or lines removed or moved after it "
             f"(line {n} does not chain to it)"
         )
+    return event
 
 
-_SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # the C scanner, untyped
+class _Plain:
+    """What json's C scanner reads from a default ``json.JSONDecoder()``."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = staticmethod(
+        {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}.__getitem__
+    )
+
+
+def _plain_scanner() -> Callable[[str, int], tuple[Any, int]]:
+    """``json.JSONDecoder().scan_once`` without importing json (and with it ``re``)."""
+    try:
+        from _json import make_scanner
+    except ImportError:  # pragma: no cover - CPython always has it
+        import json
+
+        return json.JSONDecoder().scan_once  # type: ignore[attr-defined,no-any-return]
+    return make_scanner(_Plain())  # type: ignore[arg-type]
+
+
+_SCAN = _plain_scanner()
 
 
 def _make_canonical() -> Callable[[Any], bytes]:
@@ -238,16 +327,15 @@ def _make_canonical() -> Callable[[Any], bytes]:
     canonical separators, UTF-8 strings) and no cycle check, which parsed JSON
     cannot need. ``test_host_audit_stream`` holds it equal to ``dumps``.
     """
-    from json import encoder
-
-    make = getattr(encoder, "c_make_encoder", None)
-    if make is None:
+    try:
+        from _json import encode_basestring, make_encoder
+    except ImportError:  # pragma: no cover - CPython always has it
         return dumps
 
     def refuse(value: object) -> object:
         raise TypeError(f"not json: {type(value).__name__}")
 
-    encode = make(None, refuse, encoder.encode_basestring, None, ":", ",", True, False, True)
+    encode = make_encoder(None, refuse, encode_basestring, None, ":", ",", True, False, True)
 
     def canonical(document: Any) -> bytes:
         return "".join(encode(document, 0)).encode("utf-8") + b"\n"
@@ -278,10 +366,11 @@ def _parse_line(line: bytes) -> tuple[bool, Any]:
         return False, None
 
 
-def _read_head(layout: Layout) -> bytes | None:
+def _read_head(path: str | PathLike[str]) -> bytes | None:
     """The head record's bytes, None when there is none; read before the log, once."""
     try:
-        return layout.audit_head.read_bytes()
+        with open(path, "rb") as f:
+            return f.read()
     except FileNotFoundError:
         return None
     except OSError:
