@@ -139,8 +139,10 @@ def _decode(text: str) -> Any:
         start = len(text) - len(text.lstrip(_WS))
         try:
             doc, end = _SCAN(text, start)
-        except (StopIteration, ValueError):
-            pass  # _Refused and not json alike: json words the error below
+        except (StopIteration, ValueError, SystemError):
+            # _Refused and not json alike: json words the error below (the C scanner raises
+            # json.decoder.JSONDecodeError only once json.decoder is imported, else SystemError)
+            pass
         else:
             if not text[end:].strip(_WS):
                 return doc

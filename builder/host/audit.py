@@ -179,7 +179,7 @@ def verify(layout: Layout, *, expect_head: str | None = None, recordings: bool =
     Reads the log one line at a time and keeps only what the head check needs, so memory
     stays constant however long the log grows.
     """
-    count, head, recorded, _ = verify_chain(
+    count, head, recorded, _, _ = verify_chain(
         layout.audit,
         layout.audit_head,
         expect_head=expect_head,
@@ -200,12 +200,15 @@ def verify_chain(
     expect_head: str | None = None,
     recordings: bool = False,
     on_empty: Callable[[], None] | None = None,
-) -> tuple[int, str, list[Any], dict[str, Any] | None]:
+    strict: bool = False,
+) -> tuple[int, str, list[Any], dict[str, Any] | None, dict[str, Any] | None]:
     """``verify`` given the paths of the log and its head record, up to the recordings.
 
     Returns the number of events, the head hash, the ``session-recorded`` events (with
-    ``recordings``) and the last ``activated`` event (parsed, as ``read_events`` gives it,
-    or None). ``on_empty`` runs when the log has no line, before the head is judged.
+    ``recordings``), the last ``activated`` event and the last event (parsed, or None).
+    ``on_empty`` runs when the log has no line, before the head is judged. With
+    ``strict``, every line must also pass ``read_events`` (the bounded reader's limits on
+    numbers and depth, ``details`` an object), as the activation check requires.
     """
     head = _read_head(head_path)
     head_seq = _head_seq(head)
@@ -213,6 +216,7 @@ def verify_chain(
     count, at_head, anchored = 0, None, False
     recorded: list[Any] = []  # session-recorded events: their files are checked after the chain
     activated: dict[str, Any] | None = None
+    event: dict[str, Any] | None = None
     try:
         log = open(log_path, "rb")  # noqa: SIM115 - closed below, also on errors
     except FileNotFoundError:
@@ -227,6 +231,8 @@ def verify_chain(
             if len(line) > MAX_LINE:
                 raise CheckFailed(f"audit log line {n}: longer than any event ({MAX_LINE} bytes)")
             event = _check_line(n, line, prev)
+            if strict:
+                _check_event(n, line)
             prev = "sha256:" + sha256(line).hexdigest()
             count = n
             if n == head_seq:
@@ -246,7 +252,17 @@ def verify_chain(
     _check_head(head, count, at_head)
     if expect_head is not None and not anchored:
         raise CheckFailed("the anchored head hash is not in the audit log")
-    return count, prev, recorded, activated
+    return count, prev, recorded, activated, event
+
+
+def _check_event(n: int, line: bytes) -> None:
+    """What ``read_events`` requires of line ``n`` beyond ``_check_line``; raises CheckFailed."""
+    try:
+        event = bounded.load_json(line, "audit line")
+    except InputError as e:
+        raise CheckFailed(f"audit log line {n}: {e.message}") from None
+    if not isinstance(event["details"], dict):
+        raise CheckFailed(f"audit log line {n}: not an audit event")
 
 
 def _check_not_emptied(layout: Layout) -> None:
@@ -357,8 +373,8 @@ def _parse_line(line: bytes) -> tuple[bool, Any]:
         value, end = _SCAN(text, 0)
         if end == len(text) - 1:
             return True, value
-    except (UnicodeDecodeError, StopIteration, ValueError, RecursionError):
-        pass
+    except (UnicodeDecodeError, StopIteration, ValueError, RecursionError, SystemError):
+        pass  # SystemError: the C scanner words errors with json.decoder, not imported here
     try:
         # the slow path is the bounded reader: depth, numbers, unicode and duplicate keys
         return True, bounded.load_json(line, "audit line")

@@ -248,6 +248,14 @@ def _dispatch(
         argv = [f"--root={root_arg}", *(["--json"] if as_json else []), positional[0]]
         if quick_keys(argv) is not None:
             return
+    if words == ("status",):
+        from builder.host.status import fast_describe, render
+
+        # the answer without settling when there is nothing to settle, else the full path below
+        quick = fast_describe(root_arg)
+        if quick is not None:
+            emit(as_json, quick, render(quick))
+            return
     from pathlib import Path
 
     root = Path(root_arg)

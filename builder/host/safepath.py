@@ -14,11 +14,14 @@ replaces a link, it never writes through it).
 from __future__ import annotations
 
 import os
-import secrets
 import stat
-from pathlib import Path
 
 from builder.core.errors import StateError
+
+TYPE_CHECKING = False  # typing and pathlib cost the start of every host command
+if TYPE_CHECKING:
+    from os import PathLike
+    from pathlib import Path
 
 _FORBIDDEN_WRITE = stat.S_IWGRP | stat.S_IWOTH
 
@@ -86,7 +89,7 @@ def write_file(path: Path, data: bytes, mode: int, *, group: int | None = None) 
     """
     dfd = _open_dir(path.parent)
     try:
-        tmp = f".{path.name}.{secrets.token_hex(6)}.tmp"
+        tmp = f".{path.name}.{os.urandom(6).hex()}.tmp"  # secrets.token_hex(6), without its imports
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dfd)
         try:
             if group is not None:
@@ -107,7 +110,7 @@ def write_file(path: Path, data: bytes, mode: int, *, group: int | None = None) 
         os.close(dfd)
 
 
-def read_file(path: Path, *, limit: int | None = None) -> bytes:
+def read_file(path: str | PathLike[str], *, limit: int | None = None) -> bytes:
     """The bytes of a regular file, refusing a symbolic link at its name. Raises OSError.
 
     With ``limit``, at most ``limit + 1`` bytes: enough for the caller's size
@@ -116,7 +119,7 @@ def read_file(path: Path, *, limit: int | None = None) -> bytes:
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(f"{path.name} is not a regular file")
+            raise OSError(f"{os.path.basename(path)} is not a regular file")
         chunks = []
         size = 0
         while (limit is None or size <= limit) and (chunk := os.read(fd, 1 << 16)):
