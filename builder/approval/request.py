@@ -21,6 +21,7 @@ from builder.approval.quorum import Group
 from builder.core import bounded
 from builder.core.canonical import digest, dumps
 from builder.core.errors import InputError
+from builder.core.utctime import canonical_time
 from builder.core.utctime import format_time as format_time  # re-exported: host and approver use it
 
 REQUEST_FORMAT = "breakglass-request/1"
@@ -39,6 +40,9 @@ def parse_time(text: object, what: str) -> datetime:
     """Parse ``YYYY-MM-DDTHH:MM:SSZ``; raises InputError naming ``what`` otherwise."""
     if not isinstance(text, str):
         raise InputError(f"{what} must be a time string")
+    exact = canonical_time(text)  # the form we write, without loading _strptime
+    if exact is not None:
+        return exact
     try:
         return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     except ValueError:

@@ -81,10 +81,15 @@ def _open_dir(directory: Path) -> int:
     return os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
 
 
-def write_file(path: Path, data: bytes, mode: int, *, group: int | None = None) -> None:
+def write_file(
+    path: Path, data: bytes, mode: int, *, group: int | None = None, durable: bool = True
+) -> None:
     """Replace ``path`` atomically with ``data``, mode exactly ``mode``, inside its checked directory.
 
-    ``group`` also sets the file's group (root only).
+    ``group`` also sets the file's group (root only). ``durable`` (the default) fsyncs
+    the file before the rename and the directory after it; without it the replacement
+    is atomic for every process but may not survive a power loss (for the runtime
+    directory, a tmpfs that a power loss empties anyway).
     The caller has checked the directory with ``ensure_dir``. Raises OSError.
     """
     dfd = _open_dir(path.parent)
@@ -98,14 +103,16 @@ def write_file(path: Path, data: bytes, mode: int, *, group: int | None = None) 
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         except BaseException:
             os.close(fd)
             os.unlink(tmp, dir_fd=dfd)
             raise
         os.close(fd)
         os.replace(tmp, path.name, src_dir_fd=dfd, dst_dir_fd=dfd)
-        os.fsync(dfd)
+        if durable:
+            os.fsync(dfd)
     finally:
         os.close(dfd)
 
