@@ -356,11 +356,12 @@ class _Check:
             return pid, read
         try:  # the child: never returns
             os.close(read)
+            n0 = 0
             try:
                 n0, prev = _position(self.log_path, start)
                 reply: tuple[Any, ...] = ("ok", n0, self.part(start, end, n0, prev))
             except CheckFailed as e:
-                reply = ("failed", e.message)
+                reply = ("failed", n0, e.message)
             data = marshal.dumps(reply)
             view = memoryview(data)
             while view:
@@ -385,9 +386,11 @@ class _Check:
             reply = marshal.loads(b"".join(chunks))  # noqa: S302
         except (EOFError, ValueError, TypeError):
             return None
+        if reply[1] != n0:
+            return None  # numbered from elsewhere: the log changed under the child
         if reply[0] == "failed":
-            raise CheckFailed(reply[1])
-        if reply[1] != n0 or reply[2][0] < 1:
+            raise CheckFailed(reply[2])
+        if reply[2][0] < 1:
             return None
         return tuple(reply[2])
 
