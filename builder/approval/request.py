@@ -21,6 +21,8 @@ from builder.approval.quorum import Group
 from builder.core import bounded
 from builder.core.canonical import digest, dumps
 from builder.core.errors import InputError
+from builder.core.utctime import canonical_time
+from builder.core.utctime import format_time as format_time  # re-exported: host and approver use it
 
 REQUEST_FORMAT = "breakglass-request/1"
 APPROVAL_FORMAT = "breakglass-approval/1"
@@ -34,15 +36,13 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 MAX_REASON = 2000
 
 
-def format_time(t: datetime) -> str:
-    """RFC 3339 UTC with seconds, the one time form in our documents."""
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def parse_time(text: object, what: str) -> datetime:
     """Parse ``YYYY-MM-DDTHH:MM:SSZ``; raises InputError naming ``what`` otherwise."""
     if not isinstance(text, str):
         raise InputError(f"{what} must be a time string")
+    exact = canonical_time(text)  # the form we write, without loading _strptime
+    if exact is not None:
+        return exact
     try:
         return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     except ValueError:

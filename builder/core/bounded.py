@@ -8,20 +8,24 @@ minutes of parsing. The size cap is checked before any parsing; JSON is then
 parsed with hooks that refuse duplicate keys, integers longer than
 ``MAX_INT_DIGITS``, floats that are not finite and the constants ``NaN`` and
 ``Infinity``; the parsed tree is walked once for depth, node count and lone
-surrogates (``"\\ud800"`` is valid JSON but not valid Unicode). Only ``json``
-and ``math`` are imported: the sshd login path uses this module.
+surrogates (``"\\ud800"`` is valid JSON but not valid Unicode). Only ``_json``
+(json's C scanner) and ``math`` are imported: the sshd login path uses this
+module, and ``json`` itself imports ``re`` (a few milliseconds per login);
+``json`` is imported only to word an error.
 
 The caps (bytes) are listed in ``docs/formats.md``; change both together.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
-from typing import Any
 
 from builder.core.errors import InputError
+
+TYPE_CHECKING = False  # typing itself costs the start of every host command
+if TYPE_CHECKING:
+    from os import PathLike
+    from typing import Any
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -57,7 +61,7 @@ def check_size(size: int, kind: str, where: str | None = None) -> None:
         raise InputError(f"{kind} is larger than its cap of {CAPS[kind]} bytes", where=where)
 
 
-def read(path: Path, kind: str) -> bytes:
+def read(path: str | PathLike[str], kind: str) -> bytes:
     """Read at most the cap of ``kind`` from ``path``; a larger file raises InputError.
 
     OSError (including FileNotFoundError) propagates for the caller to word.
@@ -105,9 +109,49 @@ def _constant(text: str) -> Any:
     raise _Refused(f"{text} is not a json number")
 
 
-_DECODER = json.JSONDecoder(
-    object_pairs_hook=_pairs, parse_int=_int, parse_float=_float, parse_constant=_constant
-)
+class _Context:
+    """What json's C scanner reads from a ``JSONDecoder``: our hooks, strict strings."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = staticmethod(_pairs)
+    parse_float = staticmethod(_float)
+    parse_int = staticmethod(_int)
+    parse_constant = staticmethod(_constant)
+
+
+def _c_scanner() -> Any:
+    try:
+        from _json import make_scanner
+    except ImportError:  # pragma: no cover - CPython always has it
+        return None
+    return make_scanner(_Context())  # type: ignore[arg-type]  # reads the hooks only
+
+
+# ``json.JSONDecoder(**hooks).decode`` without importing json: the same C scanner it uses
+_SCAN = _c_scanner()
+_WS = " \t\n\r"
+
+
+def _decode(text: str) -> Any:
+    """``JSONDecoder(hooks).decode(text)``; any failure is judged again by ``json`` itself."""
+    if _SCAN is not None:
+        start = len(text) - len(text.lstrip(_WS))
+        try:
+            doc, end = _SCAN(text, start)
+        except (StopIteration, ValueError, SystemError):
+            # _Refused and not json alike: json words the error below (the C scanner raises
+            # json.decoder.JSONDecodeError only once json.decoder is imported, else SystemError)
+            pass
+        else:
+            if not text[end:].strip(_WS):
+                return doc
+    import json
+
+    decoder = json.JSONDecoder(
+        object_pairs_hook=_pairs, parse_int=_int, parse_float=_float, parse_constant=_constant
+    )
+    return decoder.decode(text)
 
 
 def load_json(data: bytes | str, kind: str, where: str | None = None) -> Any:
@@ -125,16 +169,20 @@ def load_json(data: bytes | str, kind: str, where: str | None = None) -> Any:
     else:
         text = data
     try:
-        doc = _DECODER.decode(text)
+        doc = _decode(text)
     except _Refused as e:
         raise InputError(f"{kind}: {e}", where=where) from None
-    except json.JSONDecodeError as e:
-        raise NotJson(
-            f"{kind} is not valid json ({e.msg} at line {e.lineno} column {e.colno})", where=where
-        ) from None
     except RecursionError:
         raise InputError(f"{kind}: nested deeper than {MAX_DEPTH} levels", where=where) from None
-    except ValueError as e:  # e.g. int() on a form the hook let through
+    except ValueError as e:
+        from json import JSONDecodeError
+
+        if isinstance(e, JSONDecodeError):
+            raise NotJson(
+                f"{kind} is not valid json ({e.msg} at line {e.lineno} column {e.colno})",
+                where=where,
+            ) from None
+        # e.g. int() on a form the hook let through
         raise InputError(f"{kind} is not valid json ({type(e).__name__})", where=where) from None
     # lone surrogates can only come from \uD800-\uDFFF escapes; skip the string checks otherwise
     check_tree(doc, kind, where, strings="\\u" in text)

@@ -7,7 +7,6 @@ that is wrong, suggesting the near-miss for an unknown key (as pypa/build does).
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,6 +134,8 @@ class Node:
             raise self.error(f"{what} must be a mapping, got {_type_name(self.value)}")
         for key in self.value:
             if not isinstance(key, str) or key not in allowed:
+                import difflib  # only to word an unknown key
+
                 near = difflib.get_close_matches(str(key), sorted(allowed), n=1)
                 suggestion = f" (did you mean '{near[0]}'?)" if near else ""
                 raise self.key_node(key).error(f"unknown key '{key}' in {what}{suggestion}")

@@ -13,20 +13,28 @@ reasons only. Appends hold the host lock (``builder.host.state``).
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import datetime
-from hashlib import sha256
-from typing import Any
 
-from builder.approval.request import format_time
 from builder.core import bounded
 from builder.core.canonical import digest, dumps
 from builder.core.errors import CheckFailed, InputError, StateError
-from builder.host.layout import Layout
+from builder.core.utctime import format_time
 from builder.host.safepath import ensure_dir, write_file
+
+TYPE_CHECKING = False  # typing and dataclasses cost the start of every host command
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from datetime import datetime
+    from os import PathLike
+    from typing import Any
+
+    from builder.host.layout import Layout
+
+    # a checked part of the log: (lines, hash of the last, hash of the head's line, anchored,
+    # recorded, last activated, last event)
+    _Part = tuple[
+        int, str, str | None, bool, list[Any], dict[str, Any] | None, dict[str, Any] | None
+    ]
 
 GENESIS = digest(b"")
 # No event comes near this; a longer line is damage, and verify's memory stays bounded by it.
@@ -126,12 +134,44 @@ def append(
     return head
 
 
-@dataclass(frozen=True)
 class Verified:
     """A log that verified: how many events, and the hash of the last line."""
 
-    events: int
-    head: str
+    __slots__ = ("events", "head")
+
+    def __init__(self, events: int, head: str) -> None:
+        self.events, self.head = events, head
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Verified) and (other.events, other.head) == (
+            self.events,
+            self.head,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.events, self.head))
+
+    def __repr__(self) -> str:
+        return f"Verified(events={self.events!r}, head={self.head!r})"
+
+
+def _line_hasher(size: int) -> Any:
+    """sha256 for the lines of a log of ``size`` bytes: OpenSSL's for a long log, else the built-in
+    one (loading OpenSSL costs more than hashing a short log)."""
+    if size < 256 * 1024:
+        try:
+            from _sha256 import sha256  # type: ignore[import-not-found]
+        except ImportError:  # pragma: no cover
+            from hashlib import sha256
+        return sha256
+    try:
+        from _hashlib import openssl_sha256  # hashlib's own constructor, without the wrapper
+
+        return openssl_sha256
+    except ImportError:  # pragma: no cover
+        from hashlib import sha256
+
+        return sha256
 
 
 def verify(layout: Layout, *, expect_head: str | None = None, recordings: bool = False) -> Verified:
@@ -145,46 +185,266 @@ def verify(layout: Layout, *, expect_head: str | None = None, recordings: bool =
     Reads the log one line at a time and keeps only what the head check needs, so memory
     stays constant however long the log grows.
     """
-    head = _read_head(layout)
-    head_seq = _head_seq(head)
-    prev = GENESIS
-    count, at_head, anchored = 0, None, False
-    recorded: list[Any] = []  # session-recorded events: their files are checked after the chain
-    try:
-        log = open(layout.audit, "rb")  # noqa: SIM115 - closed below, also on errors
-    except FileNotFoundError:
-        log = None
-    except OSError as e:
-        raise CheckFailed(f"cannot read the audit log ({e.strerror})") from None
-    try:
-        n = 0
-        while log is not None and (line := log.readline(MAX_LINE + 1)):
-            n += 1
-            if len(line) > MAX_LINE:
-                raise CheckFailed(f"audit log line {n}: longer than any event ({MAX_LINE} bytes)")
-            _check_line(n, line, prev)
-            prev = "sha256:" + sha256(line).hexdigest()
-            count = n
-            if n == head_seq:
-                at_head = prev
-            anchored = anchored or prev == expect_head
-            if recordings and _RECORDED in line:
-                recorded.append(json.loads(line))
-    except OSError as e:
-        raise CheckFailed(f"cannot read the audit log ({e.strerror})") from None
-    finally:
-        if log is not None:
-            log.close()
-    if count == 0:
-        _check_not_emptied(layout)
-    _check_head(head, count, at_head)
-    if expect_head is not None and not anchored:
-        raise CheckFailed("the anchored head hash is not in the audit log")
+    count, head, recorded, _, _ = verify_chain(
+        layout.audit,
+        layout.audit_head,
+        expect_head=expect_head,
+        recordings=recordings,
+        on_empty=lambda: _check_not_emptied(layout),
+    )
     if recorded:
         from builder.host import record
 
         record.check(layout, recorded)
-    return Verified(count, prev)
+    return Verified(count, head)
+
+
+def verify_chain(
+    log_path: str | PathLike[str],
+    head_path: str | PathLike[str],
+    *,
+    expect_head: str | None = None,
+    recordings: bool = False,
+    on_empty: Callable[[], None] | None = None,
+    strict: bool = False,
+) -> tuple[int, str, list[Any], dict[str, Any] | None, dict[str, Any] | None]:
+    """``verify`` given the paths of the log and its head record, up to the recordings.
+
+    Returns the number of events, the head hash, the ``session-recorded`` events (with
+    ``recordings``), the last ``activated`` event and the last event (parsed, or None).
+    ``on_empty`` runs when the log has no line, before the head is judged. With
+    ``strict``, every line must also pass ``read_events`` (the bounded reader's limits on
+    numbers and depth, ``details`` an object), as the activation check requires.
+    """
+    head = _read_head(head_path)
+    head_seq = _head_seq(head)
+    try:
+        with open(log_path, "rb") as log:
+            size = os.fstat(log.fileno()).st_size
+            bounds = _split(log, size)
+    except FileNotFoundError:
+        size, bounds = 0, []
+    except OSError as e:
+        raise CheckFailed(f"cannot read the audit log ({e.strerror})") from None
+    check = _Check(log_path, head_seq, expect_head, recordings, strict, _line_hasher(size))
+    part = check.parts(bounds) if bounds else check.part(0, None, 1, GENESIS)
+    count, prev, at_head, anchored, recorded, activated, event = part
+    if count == 0 and on_empty is not None:
+        on_empty()
+    _check_head(head, count, at_head)
+    if expect_head is not None and not anchored:
+        raise CheckFailed("the anchored head hash is not in the audit log")
+    return count, prev, recorded, activated, event
+
+
+_SPLIT_BYTES = 32 << 20  # below this, one process verifies the whole log
+_MAX_PARTS = 4
+
+
+def _split(log: Any, size: int) -> list[int]:
+    """Where to cut a long log for one process per core: offsets just after a newline.
+
+    [] for a short log or one core. Each part then starts with a whole line.
+    """
+    if size < _SPLIT_BYTES:
+        return []
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - Linux has it
+        cores = os.cpu_count() or 1
+    parts = min(cores, _MAX_PARTS)
+    bounds: list[int] = []
+    for i in range(1, parts):
+        # a later part starts by counting the lines before it: give it a little less to check
+        target = size * i // parts + size // (parts * 16)
+        chunk = os.pread(log.fileno(), MAX_LINE + 1, target - 1)
+        cut = chunk.find(b"\n")
+        if cut < 0:
+            break  # no newline for longer than a line may be: the sequential check words it
+        at = target + cut
+        if at >= size or (bounds and at <= bounds[-1]):
+            break
+        bounds.append(at)
+    return bounds
+
+
+class _Check:
+    """The chain check of ``verify_chain``, over the whole log or parts of it (one per core).
+
+    A part knows where it starts (a byte offset just after a newline); a process that
+    checks a later part counts the lines before it and hashes the line before it, so it
+    numbers and chains its lines exactly as one pass from the start would, and its first
+    error is the error one pass would report if no earlier part has one.
+    """
+
+    def __init__(
+        self,
+        log_path: str | PathLike[str],
+        head_seq: int | None,
+        expect_head: str | None,
+        recordings: bool,
+        strict: bool,
+        sha256: Any,
+    ) -> None:
+        self.log_path, self.head_seq, self.expect_head = log_path, head_seq, expect_head
+        self.recordings, self.strict, self.sha256 = recordings, strict, sha256
+
+    def part(self, start: int, end: int | None, n0: int, prev: str) -> _Part:
+        """Lines from byte ``start`` (line ``n0``, chained to ``prev``) to ``end`` (None: the end)."""
+        sha256, head_seq, expect_head = self.sha256, self.head_seq, self.expect_head
+        recordings, strict = self.recordings, self.strict
+        at_head, anchored = None, False
+        recorded: list[Any] = []  # session-recorded events: their files are checked after the chain
+        activated: dict[str, Any] | None = None
+        event: dict[str, Any] | None = None
+        n = n0 - 1
+        left = -1 if end is None else end - start
+        try:
+            with open(self.log_path, "rb", buffering=1 << 20) as log:
+                log.seek(start)
+                readline = log.readline
+                while left != 0 and (line := readline(MAX_LINE + 1)):
+                    n += 1
+                    left -= len(line) if end is not None else 0
+                    if len(line) > MAX_LINE:
+                        raise CheckFailed(
+                            f"audit log line {n}: longer than any event ({MAX_LINE} bytes)"
+                        )
+                    event = _check_line(n, line, prev)
+                    if strict:
+                        _check_event(n, line)
+                    prev = "sha256:" + sha256(line).hexdigest()
+                    if n == head_seq:
+                        at_head = prev
+                    if prev == expect_head:
+                        anchored = True
+                    if recordings and _RECORDED in line:
+                        recorded.append(event)
+                    if event["event"] == "activated":
+                        activated = event if isinstance(event["details"], dict) else None
+        except FileNotFoundError:
+            pass  # no log: no lines
+        except OSError as e:
+            raise CheckFailed(f"cannot read the audit log ({e.strerror})") from None
+        return n - n0 + 1, prev, at_head, anchored, recorded, activated, event
+
+    def parts(self, bounds: list[int]) -> _Part:
+        """The whole log, the first part here and each later part in a child process."""
+        children = [
+            self._fork(at, end) for at, end in zip(bounds, [*bounds[1:], None], strict=True)
+        ]
+        try:
+            result = self.part(0, bounds[0], 1, GENESIS)
+            for (pid, fd), at, end in zip(children, bounds, [*bounds[1:], None], strict=True):
+                children = children[1:]
+                later = self._collect(pid, fd, result[0] + 1)
+                if later is None:  # the child died, or the log changed under it: check it here
+                    later = self.part(at, end, result[0] + 1, result[1])
+                result = _join(result, later)
+            return result
+        finally:
+            for pid, fd in children:  # an error came first: the later parts are moot
+                os.close(fd)
+                _reap(pid, kill=True)
+
+    def _fork(self, start: int, end: int | None) -> tuple[int, int]:
+        import marshal
+
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid:
+            os.close(write)
+            return pid, read
+        try:  # the child: never returns
+            os.close(read)
+            n0 = 0
+            try:
+                n0, prev = _position(self.log_path, start)
+                reply: tuple[Any, ...] = ("ok", n0, self.part(start, end, n0, prev))
+            except CheckFailed as e:
+                reply = ("failed", n0, e.message)
+            data = marshal.dumps(reply)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(write, view) :]
+        finally:
+            os._exit(0)
+
+    def _collect(self, pid: int, fd: int, n0: int) -> _Part | None:
+        """The child's part, which must start at line ``n0``, or None when it died or did not;
+        raises the CheckFailed it found."""
+        import marshal
+
+        chunks = []
+        try:
+            while chunk := os.read(fd, 1 << 16):
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+            _reap(pid, kill=False)
+        try:
+            # our own child's reply over a private pipe: no one else can write there
+            reply = marshal.loads(b"".join(chunks))  # noqa: S302
+        except (EOFError, ValueError, TypeError):
+            return None
+        if reply[1] != n0:
+            return None  # numbered from elsewhere: the log changed under the child
+        if reply[0] == "failed":
+            raise CheckFailed(reply[2])
+        if reply[2][0] < 1:
+            return None
+        return tuple(reply[2])
+
+
+def _reap(pid: int, *, kill: bool) -> None:
+    if kill:
+        import signal
+
+        os.kill(pid, signal.SIGKILL)  # not reaped yet, so it exists (if only as a zombie)
+    os.waitpid(pid, 0)
+
+
+def _position(log_path: str | PathLike[str], start: int) -> tuple[int, str]:
+    """The number of the line at byte ``start`` (just after a newline) and the hash of the one before."""
+    lines = 0
+    with open(log_path, "rb", buffering=0) as log:
+        buf = bytearray(4 << 20)
+        done = 0
+        while done < start:
+            got = log.readinto(memoryview(buf)[: min(len(buf), start - done)])
+            if not got:
+                raise CheckFailed("cannot read the audit log (it shrank while being read)")
+            lines += buf.count(b"\n", 0, got)
+            done += got
+        back = min(start, MAX_LINE + 1)
+        tail = os.pread(log.fileno(), back, start - back)
+    before = tail[tail.rfind(b"\n", 0, len(tail) - 1) + 1 :]
+    from _hashlib import openssl_sha256
+
+    return lines + 1, "sha256:" + openssl_sha256(before).hexdigest()
+
+
+def _join(first: _Part, later: _Part) -> _Part:
+    """Two consecutive parts as one."""
+    return (
+        first[0] + later[0],
+        later[1],
+        later[2] if later[2] is not None else first[2],
+        first[3] or later[3],
+        [*first[4], *later[4]],
+        later[5] if later[5] is not None else first[5],
+        later[6] if later[6] is not None else first[6],
+    )
+
+
+def _check_event(n: int, line: bytes) -> None:
+    """What ``read_events`` requires of line ``n`` beyond ``_check_line``; raises CheckFailed."""
+    try:
+        event = bounded.load_json(line, "audit line")
+    except InputError as e:
+        raise CheckFailed(f"audit log line {n}: {e.message}") from None
+    if not isinstance(event["details"], dict):
+        raise CheckFailed(f"audit log line {n}: not an audit event")
 
 
 def _check_not_emptied(layout: Layout) -> None:
@@ -200,8 +460,10 @@ def _check_not_emptied(layout: Layout) -> None:
         )
 
 
-def _check_line(n: int, line: bytes, prev: str) -> None:
-    """One line of the log: an audit event in canonical form, numbered ``n``, chained to ``prev``."""
+def _check_line(n: int, line: bytes, prev: str) -> dict[str, Any]:
+    """One line of the log: an audit event in canonical form, numbered ``n``, chained to ``prev``.
+
+    Returns the parsed event."""
     where = f"audit log line {n}"  # ~0.1 µs; clearer than building it in each branch
     if not line.endswith(b"\n"):
         raise CheckFailed(f"{where}: truncated (no newline)")
@@ -225,9 +487,34 @@ def _check_line(n: int, line: bytes, prev: str) -> None:
             f"audit log line {n - 1}: edited, or lines removed or moved after it "
             f"(line {n} does not chain to it)"
         )
+    return event
 
 
-_SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # the C scanner, untyped
+class _Plain:
+    """What json's C scanner reads from a default ``json.JSONDecoder()``."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = staticmethod(
+        {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}.__getitem__
+    )
+
+
+def _plain_scanner() -> Callable[[str, int], tuple[Any, int]]:
+    """``json.JSONDecoder().scan_once`` without importing json (and with it ``re``)."""
+    try:
+        from _json import make_scanner
+    except ImportError:  # pragma: no cover - CPython always has it
+        import json
+
+        return json.JSONDecoder().scan_once  # type: ignore[attr-defined,no-any-return]
+    return make_scanner(_Plain())  # type: ignore[arg-type]
+
+
+_SCAN = _plain_scanner()
 
 
 def _make_canonical() -> Callable[[Any], bytes]:
@@ -238,16 +525,15 @@ def _make_canonical() -> Callable[[Any], bytes]:
     canonical separators, UTF-8 strings) and no cycle check, which parsed JSON
     cannot need. ``test_host_audit_stream`` holds it equal to ``dumps``.
     """
-    from json import encoder
-
-    make = getattr(encoder, "c_make_encoder", None)
-    if make is None:
+    try:
+        from _json import encode_basestring, make_encoder
+    except ImportError:  # pragma: no cover - CPython always has it
         return dumps
 
     def refuse(value: object) -> object:
         raise TypeError(f"not json: {type(value).__name__}")
 
-    encode = make(None, refuse, encoder.encode_basestring, None, ":", ",", True, False, True)
+    encode = make_encoder(None, refuse, encode_basestring, None, ":", ",", True, False, True)
 
     def canonical(document: Any) -> bytes:
         return "".join(encode(document, 0)).encode("utf-8") + b"\n"
@@ -269,8 +555,8 @@ def _parse_line(line: bytes) -> tuple[bool, Any]:
         value, end = _SCAN(text, 0)
         if end == len(text) - 1:
             return True, value
-    except (UnicodeDecodeError, StopIteration, ValueError, RecursionError):
-        pass
+    except (UnicodeDecodeError, StopIteration, ValueError, RecursionError, SystemError):
+        pass  # SystemError: the C scanner words errors with json.decoder, not imported here
     try:
         # the slow path is the bounded reader: depth, numbers, unicode and duplicate keys
         return True, bounded.load_json(line, "audit line")
@@ -278,10 +564,11 @@ def _parse_line(line: bytes) -> tuple[bool, Any]:
         return False, None
 
 
-def _read_head(layout: Layout) -> bytes | None:
+def _read_head(path: str | PathLike[str]) -> bytes | None:
     """The head record's bytes, None when there is none; read before the log, once."""
     try:
-        return layout.audit_head.read_bytes()
+        with open(path, "rb") as f:
+            return f.read()
     except FileNotFoundError:
         return None
     except OSError:

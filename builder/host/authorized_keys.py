@@ -3,7 +3,7 @@
 sshd runs this on every login attempt for the account (AuthorizedKeysCommand),
 as the unprivileged ``AuthorizedKeysCommandUser`` ``breakglass-akc``, so it
 must be fast and must not need root. ``fast_main`` answers with nothing but
-``json``, ``os`` and ``datetime``:
+``os``, ``datetime`` and json's C scanner (no ``pathlib``, ``typing`` or ``re``):
 
 - run by a user who may not settle the host (the AKC user), it reads only
   the activation grant in the runtime directory and the public manifest, and
@@ -21,15 +21,20 @@ Nothing secret is ever printed: only public keys from the manifest.
 
 from __future__ import annotations
 
-import json
 import os
 from datetime import UTC, datetime
-from pathlib import Path
 
 from builder.core import bounded
 from builder.core.errors import InputError
 from builder.host import grant
 from builder.host.clock import FROZEN_ENV, boot
+
+TYPE_CHECKING = False  # typing itself costs every login
+if TYPE_CHECKING:
+    from os import PathLike
+    from pathlib import Path
+
+    Root = str | PathLike[str]
 
 _RUNTIME = "run/breakglass"
 _STATE_DIR = "var/lib/breakglass"
@@ -39,12 +44,12 @@ _MANIFEST = "etc/breakglass/manifest.json"
 _TAIL_BYTES = 64 * 1024  # the activated event is among the last few lines while ACTIVE
 
 
-def keys_for(root: Path, scope: str | None, user: str) -> list[str]:
+def keys_for(root: Root, scope: str | None, user: str) -> list[str]:
     """The public SSH keys the manifest lists for ``user`` in ``scope``; [] when none or unreadable."""
     if scope is None:
         return []
     try:
-        raw = bounded.read(root / _MANIFEST, "manifest")
+        raw = bounded.read(os.path.join(root, _MANIFEST), "manifest")
         scopes = bounded.load_json(raw, "manifest")["scopes"]
     except (OSError, InputError, KeyError, TypeError):
         return []
@@ -67,19 +72,19 @@ def keys_for(root: Path, scope: str | None, user: str) -> list[str]:
     return keys
 
 
-def can_settle(root: Path) -> bool:
+def can_settle(root: Root) -> bool:
     """Whether this process may change the host: it owns the state directory (root, on a host).
 
     The unprivileged ``AuthorizedKeysCommandUser`` may not: it answers from
     the grant and leaves settling to the timer and the other commands.
     """
     try:
-        return os.stat(root / _STATE_DIR).st_uid == os.geteuid()
+        return os.stat(os.path.join(root, _STATE_DIR)).st_uid == os.geteuid()
     except OSError:
         return os.geteuid() == 0 or os.access(root, os.W_OK)
 
 
-def open_scope(root: Path, now: datetime, boot: tuple[str, int]) -> str | None:
+def open_scope(root: Root, now: datetime, boot: tuple[str, int]) -> str | None:
     """The scope the activation grant opens at ``now``, or None.
 
     What the unprivileged login path can check: the grant (trusted by where
@@ -90,7 +95,9 @@ def open_scope(root: Path, now: datetime, boot: tuple[str, int]) -> str | None:
     if record is None or grant.window_problem(record, now, boot) is not None:
         return None
     try:
-        manifest = bounded.load_json(bounded.read(root / _MANIFEST, "manifest"), "manifest")
+        manifest = bounded.load_json(
+            bounded.read(os.path.join(root, _MANIFEST), "manifest"), "manifest"
+        )
     except (OSError, InputError):
         return None
     cap, span = grant.scope_cap(manifest, record["scope"]), grant.span_seconds(record)
@@ -100,10 +107,10 @@ def open_scope(root: Path, now: datetime, boot: tuple[str, int]) -> str | None:
     return scope if isinstance(scope, str) else None
 
 
-def _last_activated(root: Path) -> dict[str, object] | None:
+def _last_activated(root: Root) -> dict[str, object] | None:
     """The log's last ``activated`` event, read backwards from the end (no chain check)."""
     try:
-        with open(root / _AUDIT, "rb") as f:
+        with open(os.path.join(root, _AUDIT), "rb") as f:
             size = f.seek(0, os.SEEK_END)
             f.seek(max(0, size - _TAIL_BYTES))
             tail = f.read()
@@ -120,7 +127,7 @@ def _last_activated(root: Path) -> dict[str, object] | None:
     return None
 
 
-def _quiet(root: Path, now: datetime, boot: tuple[str, int]) -> tuple[str | None] | None:
+def _quiet(root: Root, now: datetime, boot: tuple[str, int]) -> tuple[str | None] | None:
     """``(open scope or None,)`` when the host needs no settling now; None when it does or if unsure.
 
     For a process that may settle. Reads ``state.json`` itself rather than
@@ -130,7 +137,9 @@ def _quiet(root: Path, now: datetime, boot: tuple[str, int]) -> tuple[str | None
     verified by the settling commands.
     """
     try:
-        doc = bounded.load_json(bounded.read(root / _STATE, "host state"), "host state")
+        doc = bounded.load_json(
+            bounded.read(os.path.join(root, _STATE), "host state"), "host state"
+        )
     except FileNotFoundError:
         doc = {"phase": "DORMANT", "pending": None, "active": None}
     except (OSError, InputError):
@@ -157,7 +166,7 @@ def _quiet(root: Path, now: datetime, boot: tuple[str, int]) -> tuple[str | None
                 return None
             allowed = {str(f) for f in active["files"]} | {grant.GRANT}
             scope = str(active["scope"])
-            if not all(os.path.isfile(root / f) for f in active["files"]):
+            if not all(os.path.isfile(os.path.join(root, f)) for f in active["files"]):
                 return None
         elif phase == "PENDING":
             pending = doc["pending"]
@@ -169,7 +178,7 @@ def _quiet(root: Path, now: datetime, boot: tuple[str, int]) -> tuple[str | None
             return None
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
-    runtime = root / _RUNTIME
+    runtime = os.path.join(root, _RUNTIME)
     if os.path.islink(runtime):
         return None
     for base, dirs, files in os.walk(runtime):
@@ -186,21 +195,25 @@ def fast_main(argv: list[str]) -> int | None:
     recognise, and any host state that needs settling (when this process may
     settle), returns None. The unprivileged AKC user always answers here.
     """
-    root, as_json, user = Path("/"), False, None
+    root, as_json, user = "/", False, None
     args = list(argv)
     while args:
         arg = args.pop(0)
         if arg == "--root" and args:
-            root = Path(args.pop(0))
+            root = args.pop(0)
         elif arg.startswith("--root="):
-            root = Path(arg.split("=", 1)[1])
+            root = arg.split("=", 1)[1]
         elif arg == "--json":
             as_json = True
         elif arg.startswith("-") or user is not None:
             return None
         else:
             user = arg
-    if user is None or os.environ.get(FROZEN_ENV) or not os.path.isfile(root / _MANIFEST):
+    if (
+        user is None
+        or os.environ.get(FROZEN_ENV)
+        or not os.path.isfile(os.path.join(root, _MANIFEST))
+    ):
         return None  # the full command reads a frozen clock, and says what is not a host
     now = datetime.now(UTC).replace(microsecond=0)
     boot_now = boot()
@@ -218,6 +231,8 @@ def emit(keys: list[str], user: str, as_json: bool) -> None:
     import sys
 
     if as_json:
+        import json
+
         sys.stdout.write(json.dumps({"user": user, "keys": keys}, sort_keys=True) + "\n")
     else:
         sys.stdout.write("".join(k + "\n" for k in keys))

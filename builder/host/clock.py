@@ -23,7 +23,12 @@ import os
 import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
+
+TYPE_CHECKING = False  # typing itself costs every login
+if TYPE_CHECKING:
+    from os import PathLike
+
+    Root = str | PathLike[str]
 
 FROZEN_ENV = "BREAKGLASS_UNSAFE_FROZEN_NOW"
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
@@ -35,19 +40,19 @@ def frozen() -> bool:
     return bool(os.environ.get(FROZEN_ENV))
 
 
-def is_drill_image(root: Path) -> bool:
+def is_drill_image(root: Root) -> bool:
     """True only when the image's manifest says ``image.drill: true``; unreadable means no."""
     from builder.core import bounded
     from builder.core.errors import InputError
 
     try:
-        doc = bounded.load_json(bounded.read(root / MANIFEST, "manifest"), "manifest")
+        doc = bounded.load_json(bounded.read(os.path.join(root, MANIFEST), "manifest"), "manifest")
         return doc["image"].get("drill") is True if isinstance(doc, dict) else False
     except (OSError, InputError, KeyError, TypeError, AttributeError):
         return False
 
 
-def _frozen_at(root: Path | None, *, warn: bool) -> datetime | None:
+def _frozen_at(root: Root | None, *, warn: bool) -> datetime | None:
     """The frozen instant when the switch is set, well formed and the image is a drill build."""
     value = os.environ.get(FROZEN_ENV)
     if not value:
@@ -70,7 +75,7 @@ def _frozen_at(root: Path | None, *, warn: bool) -> datetime | None:
     return moment
 
 
-def now(root: Path | None = None) -> datetime:
+def now(root: Root | None = None) -> datetime:
     """The current wall-clock time, or the frozen one on a drill image (with a warning)."""
     moment = _frozen_at(root, warn=True)
     if moment is not None:
@@ -78,7 +83,7 @@ def now(root: Path | None = None) -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
-def boot(root: Path | None = None) -> tuple[str, int]:
+def boot(root: Root | None = None) -> tuple[str, int]:
     """``(boot id, whole seconds of CLOCK_BOOTTIME)``; frozen with the wall clock on a drill image.
 
     The seconds are floored, so a window measured on them can end up to a

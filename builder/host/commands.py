@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
-TYPE_CHECKING = False  # typing itself costs the start of every host command
+TYPE_CHECKING = False  # typing (and pathlib: re, enum...) cost the start of every host command
 if TYPE_CHECKING:
     from collections.abc import Callable
     from datetime import datetime
+    from pathlib import Path
     from typing import Any
 
     Output = tuple[dict[str, Any], str]
@@ -218,7 +218,7 @@ def fast_main(argv: list[str]) -> int | None:
     if parsed is None:
         return None
     words, options, positional, as_json = parsed
-    root = Path(options.get("--root", "/"))
+    root = options.get("--root", "/")
     try:
         _dispatch(words, root, options, positional, as_json)
     except KeyboardInterrupt:
@@ -236,11 +236,29 @@ def fast_main(argv: list[str]) -> int | None:
 
 def _dispatch(
     words: tuple[str, ...],
-    root: Path,
+    root_arg: str,
     options: dict[str, str],
     positional: list[str],
     as_json: bool,
 ) -> None:
+    if words == ("authorized-keys",):
+        from builder.host.authorized_keys import fast_main as quick_keys
+
+        # the lock-free answer when the host needs no settling, else the full path below
+        argv = [f"--root={root_arg}", *(["--json"] if as_json else []), positional[0]]
+        if quick_keys(argv) is not None:
+            return
+    if words == ("status",):
+        from builder.host.status import fast_describe, render
+
+        # the answer without settling when there is nothing to settle, else the full path below
+        quick = fast_describe(root_arg)
+        if quick is not None:
+            emit(as_json, quick, render(quick))
+            return
+    from pathlib import Path
+
+    root = Path(root_arg)
     simple: dict[tuple[str, ...], Callable[[Path], Output]] = {
         ("status",): run_status,
         ("tick",): run_tick,
@@ -250,11 +268,8 @@ def _dispatch(
         emit(as_json, *simple[words](root))
     elif words == ("authorized-keys",):
         from builder.host.authorized_keys import emit as emit_keys
-        from builder.host.authorized_keys import fast_main as quick_keys
 
-        # the lock-free answer when the host needs no settling, else the full path
-        if quick_keys([f"--root={root}", *(["--json"] if as_json else []), positional[0]]) is None:
-            emit_keys(run_authorized_keys(root, positional[0]), positional[0], as_json)
+        emit_keys(run_authorized_keys(root, positional[0]), positional[0], as_json)
     elif words == ("unseal",):
         emit(as_json, *run_unseal(root, positional[0], positional[1:]))
     elif words == ("request",):

@@ -20,7 +20,12 @@ from __future__ import annotations
 import os
 import stat
 from datetime import datetime
-from pathlib import Path
+
+TYPE_CHECKING = False  # typing itself costs every login
+if TYPE_CHECKING:
+    from os import PathLike
+
+    Root = str | PathLike[str]
 
 GRANT = "run/breakglass/.grant.json"
 KEYS = frozenset(
@@ -38,14 +43,14 @@ def parse_time(text: object) -> datetime | None:
         return None
 
 
-def read(root: Path) -> dict[str, object] | None:
+def read(root: Root) -> dict[str, object] | None:
     """The grant as written by the unseal, or None when absent, a link, foreign or malformed.
 
     The file must be a regular file (``O_NOFOLLOW``) owned by root or by the
     running user, whoever else may read it.
     """
     try:
-        fd = os.open(root / GRANT, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = os.open(os.path.join(root, GRANT), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None
     try:

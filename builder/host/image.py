@@ -15,63 +15,114 @@ request and unseal should not pay for them on every call.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
 from builder.core import bounded
 from builder.core.canonical import digest, dumps
 from builder.core.errors import CheckFailed, InputError
-from builder.host.layout import AGENTS, BUNDLE_JSON, Layout
+from builder.host.layout import AGENTS, BUNDLE_JSON
 
+TYPE_CHECKING = False  # typing and dataclasses (inspect, re...) cost every host command
 if TYPE_CHECKING:
+    from os import PathLike
+    from typing import Any
+
+    from builder.host.layout import Layout
     from builder.release.bundle import SealedScope
 
 
-@dataclass(frozen=True)
-class Approver:
-    name: str
-    recipient: str
-    signing_key: str
+class _Value:
+    """Equality and repr by the fields in ``__slots__``: what ``@dataclass`` gave, without its import."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def _fields(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other._fields() == self._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({fields})"
 
 
-@dataclass(frozen=True)
-class Credential:
-    name: str
-    kind: str
-    public: str | None
+class Approver(_Value):
+    __slots__ = ("name", "recipient", "signing_key")
+
+    def __init__(self, name: str, recipient: str, signing_key: str) -> None:
+        self.name, self.recipient, self.signing_key = name, recipient, signing_key
 
 
-@dataclass(frozen=True)
-class Scope:
-    name: str
-    max_ttl_seconds: int
-    unseal_recipient: str
-    emergency_user: str | None
-    credentials: tuple[Credential, ...]
+class Credential(_Value):
+    __slots__ = ("kind", "name", "public")
+
+    def __init__(self, name: str, kind: str, public: str | None) -> None:
+        self.name, self.kind, self.public = name, kind, public
 
 
-@dataclass(frozen=True)
-class Agent:
-    name: str
-    scope: str
-    config_name: str
-    breakglass: str  # path of the dormant overlay, relative to the root
+class Scope(_Value):
+    __slots__ = ("credentials", "emergency_user", "max_ttl_seconds", "name", "unseal_recipient")
+
+    def __init__(
+        self,
+        name: str,
+        max_ttl_seconds: int,
+        unseal_recipient: str,
+        emergency_user: str | None,
+        credentials: tuple[Credential, ...],
+    ) -> None:
+        self.name, self.max_ttl_seconds, self.unseal_recipient = (
+            name,
+            max_ttl_seconds,
+            unseal_recipient,
+        )
+        self.emergency_user, self.credentials = emergency_user, credentials
 
 
-@dataclass(frozen=True)
-class HostImage:
+class Agent(_Value):
+    __slots__ = ("breakglass", "config_name", "name", "scope")
+
+    def __init__(self, name: str, scope: str, config_name: str, breakglass: str) -> None:
+        self.name, self.scope, self.config_name = name, scope, config_name
+        self.breakglass = breakglass  # path of the dormant overlay, relative to the root
+
+
+class HostImage(_Value):
     """The manifest as the host runtime sees it."""
 
-    name: str
-    version: str
-    manifest_digest: str
-    bundle_digest: str
-    bundle_json_digest: str | None  # None: an image built before the JSON copy
-    approvers: dict[str, Approver]
-    request_lifetime_seconds: int
-    on_activate: tuple[str, ...] | None
-    scopes: dict[str, Scope]
-    agents: tuple[Agent, ...]
+    __slots__ = (
+        "agents",
+        "approvers",
+        "bundle_digest",
+        "bundle_json_digest",
+        "manifest_digest",
+        "name",
+        "on_activate",
+        "request_lifetime_seconds",
+        "scopes",
+        "version",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        version: str,
+        manifest_digest: str,
+        bundle_digest: str,
+        bundle_json_digest: str | None,  # None: an image built before the JSON copy
+        approvers: dict[str, Approver],
+        request_lifetime_seconds: int,
+        on_activate: tuple[str, ...] | None,
+        scopes: dict[str, Scope],
+        agents: tuple[Agent, ...],
+    ) -> None:
+        self.name, self.version, self.manifest_digest = name, version, manifest_digest
+        self.bundle_digest, self.bundle_json_digest = bundle_digest, bundle_json_digest
+        self.approvers, self.request_lifetime_seconds = approvers, request_lifetime_seconds
+        self.on_activate, self.scopes, self.agents = on_activate, scopes, agents
 
     def scope(self, name: str) -> Scope:
         """The named scope; raises InputError when the image does not have it."""
@@ -90,16 +141,21 @@ def _get(doc: Any, key: str, kind: type | tuple[type, ...], what: str) -> Any:
 
 def load_image(layout: Layout) -> HostImage:
     """Parse the image's manifest; raises InputError when it is missing or malformed."""
+    return read_image(layout.manifest)
+
+
+def read_image(manifest: str | PathLike[str]) -> HostImage:
+    """Parse the manifest at ``manifest`` (``load_image``, given the file's path)."""
     try:
-        raw = bounded.read(layout.manifest, "manifest")
+        raw = bounded.read(manifest, "manifest")
     except OSError as e:
         raise InputError(
             f"cannot read the image manifest ({e.strerror})",
-            where=str(layout.manifest),
+            where=str(manifest),
             hint="--root must be the root of an installed image; on a dev machine make one with "
             "`breakglass host install dist/NAME/VERSION --root DIR`",
         ) from None
-    doc = bounded.load_json(raw, "manifest", where=str(layout.manifest))
+    doc = bounded.load_json(raw, "manifest", where=str(manifest))
     if dumps(doc) != raw:
         raise CheckFailed(
             "the image manifest is not in canonical form", hint="the image was altered"

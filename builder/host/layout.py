@@ -7,9 +7,10 @@ State and audit log live under ``var/lib/breakglass/``; plaintext only under
 from __future__ import annotations
 
 import os
-import signal
-from dataclasses import dataclass
-from pathlib import Path
+
+TYPE_CHECKING = False  # typing, dataclasses and pathlib cost the start of every host command
+if TYPE_CHECKING:
+    from pathlib import Path
 
 MANIFEST = "etc/breakglass/manifest.json"
 BUNDLE = "etc/breakglass/sealed.yaml"
@@ -40,11 +41,26 @@ def require_image(root: Path) -> None:
         )
 
 
-@dataclass(frozen=True)
 class Layout:
-    """The host's paths under one root directory."""
+    """The host's paths under one root directory (a ``Path``)."""
 
+    __slots__ = ("root",)
     root: Path
+
+    def __init__(self, root: Path) -> None:
+        object.__setattr__(self, "root", root)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}")  # frozen, as it always was
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Layout) and other.root == self.root
+
+    def __hash__(self) -> int:
+        return hash(self.root)
+
+    def __repr__(self) -> str:
+        return f"Layout(root={self.root!r})"
 
     @property
     def manifest(self) -> Path:
@@ -113,4 +129,6 @@ def crash_point(name: str) -> None:
     from a kill at that step. It can only stop the process, never skip a check.
     """
     if os.environ.get(CRASH_ENV) == name:
+        import signal
+
         os.kill(os.getpid(), signal.SIGKILL)

@@ -14,11 +14,14 @@ replaces a link, it never writes through it).
 from __future__ import annotations
 
 import os
-import secrets
 import stat
-from pathlib import Path
 
 from builder.core.errors import StateError
+
+TYPE_CHECKING = False  # typing and pathlib cost the start of every host command
+if TYPE_CHECKING:
+    from os import PathLike
+    from pathlib import Path
 
 _FORBIDDEN_WRITE = stat.S_IWGRP | stat.S_IWOTH
 
@@ -78,15 +81,20 @@ def _open_dir(directory: Path) -> int:
     return os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
 
 
-def write_file(path: Path, data: bytes, mode: int, *, group: int | None = None) -> None:
+def write_file(
+    path: Path, data: bytes, mode: int, *, group: int | None = None, durable: bool = True
+) -> None:
     """Replace ``path`` atomically with ``data``, mode exactly ``mode``, inside its checked directory.
 
-    ``group`` also sets the file's group (root only).
+    ``group`` also sets the file's group (root only). ``durable`` (the default) fsyncs
+    the file before the rename and the directory after it; without it the replacement
+    is atomic for every process but may not survive a power loss (for the runtime
+    directory, a tmpfs that a power loss empties anyway).
     The caller has checked the directory with ``ensure_dir``. Raises OSError.
     """
     dfd = _open_dir(path.parent)
     try:
-        tmp = f".{path.name}.{secrets.token_hex(6)}.tmp"
+        tmp = f".{path.name}.{os.urandom(6).hex()}.tmp"  # secrets.token_hex(6), without its imports
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dfd)
         try:
             if group is not None:
@@ -95,19 +103,21 @@ def write_file(path: Path, data: bytes, mode: int, *, group: int | None = None) 
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         except BaseException:
             os.close(fd)
             os.unlink(tmp, dir_fd=dfd)
             raise
         os.close(fd)
         os.replace(tmp, path.name, src_dir_fd=dfd, dst_dir_fd=dfd)
-        os.fsync(dfd)
+        if durable:
+            os.fsync(dfd)
     finally:
         os.close(dfd)
 
 
-def read_file(path: Path, *, limit: int | None = None) -> bytes:
+def read_file(path: str | PathLike[str], *, limit: int | None = None) -> bytes:
     """The bytes of a regular file, refusing a symbolic link at its name. Raises OSError.
 
     With ``limit``, at most ``limit + 1`` bytes: enough for the caller's size
@@ -116,7 +126,7 @@ def read_file(path: Path, *, limit: int | None = None) -> bytes:
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(f"{path.name} is not a regular file")
+            raise OSError(f"{os.path.basename(path)} is not a regular file")
         chunks = []
         size = 0
         while (limit is None or size <= limit) and (chunk := os.read(fd, 1 << 16)):

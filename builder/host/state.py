@@ -41,6 +41,8 @@ STATE_FORMAT = "breakglass-host-state/1"
 
 @dataclass(frozen=True)
 class Pending:
+    """The pending request as the state file holds it."""  # (a docstring spares inspect.signature)
+
     request_id: str
     scope: str
     ttl_seconds: int
@@ -52,6 +54,8 @@ class Pending:
 
 @dataclass(frozen=True)
 class Active:
+    """The open window as the state file (and the activation grant) hold it."""
+
     request_id: str
     scope: str
     activated_at: datetime

@@ -39,6 +39,8 @@ HOOK_TIMEOUT_SECONDS = 10
 
 @dataclass(frozen=True)
 class UnsealResult:
+    """What one ``host unseal`` did: the phase after it, the approvals counted, what was refused."""
+
     phase: str
     request_id: str
     scope: str

@@ -56,13 +56,18 @@ def ensure_runtime(layout: Layout) -> Path:
 def write_private(layout: Layout, path: Path, data: bytes, *, akc_readable: bool = False) -> None:
     """Write one file under the runtime directory, mode 0600 (0640 for the AKC group), parents 0700.
 
+    Atomic (temp file and rename) but not fsynced: on a host the runtime directory is
+    a tmpfs, where fsync does nothing and which a power loss or reboot empties (crash
+    recovery then reseals an ACTIVE host whose plaintext is gone). What a killed
+    process wrote stays in the page cache either way, so the order of these writes
+    and the state file's holds for every crash the state file survives.
     Raises StateError when a directory on the way is unsafe, OSError when the write fails.
     """
     ensure_runtime(layout)
     if path.parent != layout.runtime:
         safepath.ensure_dir(path.parent, 0o700, top=layout.runtime, root=layout.root)
     gid = akc_gid() if akc_readable else None
-    safepath.write_file(path, data, 0o640 if gid is not None else 0o600, group=gid)
+    safepath.write_file(path, data, 0o640 if gid is not None else 0o600, group=gid, durable=False)
 
 
 def runtime_files(layout: Layout) -> list[Path]:
