@@ -18,7 +18,7 @@ How the commands run, as a user runs them:
   with bytecode present (``make bytecode``; this script compiles first, since
   PYTHONDONTWRITEBYTECODE may be set).
 
-Run: ``.venv/bin/python bench/bench_table.py [--runs N] [--events N]``.
+Run: ``.venv/bin/python bench/bench_table.py [--runs N] [--events N] [--only build]``.
 """
 
 from __future__ import annotations
@@ -296,6 +296,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_RUNS", "7")))
     parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--only", choices=["host", "build"], help="Run just these rows.")
     args = parser.parse_args()
     # bytecode present, as after `make` or an install (PYTHONDONTWRITEBYTECODE may be set here)
     subprocess.run([VENV_PY, "-m", "compileall", "-q", str(REPO / "builder")], check=True,
@@ -303,12 +304,13 @@ def main() -> None:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="breakglass-bench-") as tmp:
         work = Path(tmp)
-        sections: list[Callable[[], list[Row]]] = [
-            lambda: host_rows(args.runs, args.events, work / "host"),
-            lambda: build_rows(args.runs, work / "build"),
-        ]
-        for section in sections:
-            rows.extend(section())
+        sections: dict[str, Callable[[], list[Row]]] = {
+            "host": lambda: host_rows(args.runs, args.events, work / "host"),
+            "build": lambda: build_rows(args.runs, work / "build"),
+        }
+        for name, section in sections.items():
+            if args.only in (None, name):
+                rows.extend(section())
     print(f"issue 11 table: medians of {args.runs} runs (3 for the large rows), whole processes")
     for row in rows:
         print(row.line())
