@@ -134,8 +134,27 @@ def _bytecode(sources: list[PayloadFile]) -> list[PayloadFile]:
     return out
 
 
+def sources() -> tuple[str, tuple[str, ...], list[str]]:
+    """What ``host_runtime_files`` reads, for the build's record of its inputs: the package
+    folder, the suffixes taken from it, and every file of the runtime's libraries (their
+    installation records included, which a reinstall rewrites)."""
+    files = []
+    for name in RUNTIME_DISTRIBUTIONS:
+        dist = importlib.metadata.distribution(name)
+        for entry in dist.files or []:
+            rel = PurePosixPath(str(entry).replace("\\", "/"))
+            path = Path(str(dist.locate_file(entry)))
+            if ".." not in rel.parts and _wanted(rel) and path.is_file():
+                files.append(str(path))
+    return str(_package_root()), _PACKAGE_SUFFIXES, sorted(files)
+
+
+def _package_root() -> Path:
+    return Path(__file__).resolve().parents[1]  # the builder package
+
+
 def _builder_package() -> list[PayloadFile]:
-    root = Path(__file__).resolve().parents[1]  # the builder package
+    root = _package_root()
     out = []
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root.parent)
