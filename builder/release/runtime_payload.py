@@ -14,6 +14,7 @@ the build's interpreter into ``__pycache__/NAME.<cache tag>.pyc`` with
 hash-based invalidation (PEP 552: no timestamps, so builds stay
 bit-identical; checked, so a source edited on the host still wins). An image
 whose python3 is another version ignores these files and runs from source.
+The compiler's output is cached (``_compile``) by the sources and the interpreter.
 """
 
 from __future__ import annotations
@@ -113,19 +114,11 @@ def _bytecode(sources: list[PayloadFile]) -> list[PayloadFile]:
     if tag is None:
         return []  # an interpreter without bytecode caching: the image runs from source
     feed = b"".join(_frame(f"/{f.path}".encode()) + _frame(f.data) for f in sources)
-    proc = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", _COMPILER],
-        input=feed,
-        capture_output=True,
-        env={"PYTHONHASHSEED": "0", "PATH": os.environ.get("PATH", "")},
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise CheckFailed("cannot compile the host runtime to bytecode")
+    compiled = _compile(feed)
     out, pos = [], 0
     for f in sources:
-        (n,) = struct.unpack_from("<Q", proc.stdout, pos)
-        pyc = proc.stdout[pos + 8 : pos + 8 + n]
+        (n,) = struct.unpack_from("<Q", compiled, pos)
+        pyc = compiled[pos + 8 : pos + 8 + n]
         pos += 8 + n
         if pyc:
             path = PurePosixPath(f.path)
@@ -151,6 +144,70 @@ def sources() -> tuple[str, tuple[str, ...], list[str]]:
 
 def _package_root() -> Path:
     return Path(__file__).resolve().parents[1]  # the builder package
+
+
+def _compile(feed: bytes) -> bytes:
+    """The compiler process's answer to ``feed``, from the cache when this interpreter has
+    compiled these very sources before.
+
+    The answer is a function of the sources, their image paths, this interpreter
+    and the compiler script, which the cache key covers; the entry holds the
+    exact bytes the process wrote (and their digest, checked on reading), so a
+    build from the cache is bit-identical to one without. A missing, damaged or
+    unwritable cache only means compiling.
+    """
+    import hashlib
+
+    key = hashlib.sha256(
+        repr((sys.version, sys.executable, sys.implementation.cache_tag, _COMPILER)).encode()
+        + hashlib.sha256(feed).digest()
+    ).hexdigest()
+    entry = _cache_dir() / f"{key}.pyc-set"
+    try:
+        data = entry.read_bytes()
+        if hashlib.sha256(data[32:]).digest() == data[:32] and _complete(data[32:], feed):
+            return data[32:]
+    except OSError:
+        pass
+    proc = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", _COMPILER],
+        input=feed,
+        capture_output=True,
+        env={"PYTHONHASHSEED": "0", "PATH": os.environ.get("PATH", "")},
+        check=False,
+    )
+    if proc.returncode != 0 or not _complete(proc.stdout, feed):
+        raise CheckFailed("cannot compile the host runtime to bytecode")
+    try:
+        entry.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(hashlib.sha256(proc.stdout).digest() + proc.stdout)
+        os.replace(tmp, entry)
+    except OSError:
+        pass  # a read-only home: compile every time
+    return proc.stdout
+
+
+def _complete(compiled: bytes, feed: bytes) -> bool:
+    """Whether ``compiled`` holds one framed answer for each source framed in ``feed``."""
+    pos = count = 0
+    while pos < len(feed):
+        (n,) = struct.unpack_from("<Q", feed, pos)
+        pos += 8 + n
+        count += 1
+    sources, pos = count // 2, 0
+    for _ in range(sources):
+        if pos + 8 > len(compiled):
+            return False
+        (n,) = struct.unpack_from("<Q", compiled, pos)
+        pos += 8 + n
+    return pos == len(compiled)
+
+
+def _cache_dir() -> Path:
+    """``$BREAKGLASS_CACHE/bytecode``, or ``~/.cache/breakglass/bytecode`` (the base's cache)."""
+    root = os.environ.get("BREAKGLASS_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "breakglass") / "bytecode"
 
 
 def _builder_package() -> list[PayloadFile]:
