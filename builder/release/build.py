@@ -253,6 +253,7 @@ def build_oci(plan: BuildPlan, out: Path, sign_key: Path | None) -> BuildResult:
                     dirs=plan.dirs,
                     dir_owners=plan.dir_owners,
                     blob_file=blob_file,
+                    cached=_runtime_segment(plan),
                 )
                 # synced with the rest of the image, where the layout links it
             return _assemble_and_write(plan, packed, blob_path, image_dir, signing, source)
@@ -261,6 +262,17 @@ def build_oci(plan: BuildPlan, out: Path, sign_key: Path | None) -> BuildResult:
     finally:
         if signing is not None:
             signing.cancel()
+
+
+def _runtime_segment(plan: BuildPlan) -> tuple[str, Path] | None:
+    """The host runtime's files, where an image carries them: the same in every image of a
+    release, so their compressed bytes are kept (``layer.pack(cached=...)``)."""
+    from builder.release.runtime_payload import LIB_DIR, cache_dir
+
+    prefix = f"{LIB_DIR}/"
+    if not any(f.path.startswith(prefix) for f in plan.files):
+        return None
+    return prefix, cache_dir("layers")
 
 
 def _existing_parent(path: Path) -> Path:

@@ -162,7 +162,7 @@ def _compile(feed: bytes) -> bytes:
         repr((sys.version, sys.executable, sys.implementation.cache_tag, _COMPILER)).encode()
         + hashlib.sha256(feed).digest()
     ).hexdigest()
-    entry = _cache_dir() / f"{key}.pyc-set"
+    entry = cache_dir("bytecode") / f"{key}.pyc-set"
     try:
         data = entry.read_bytes()
         if hashlib.sha256(data[32:]).digest() == data[:32] and _complete(data[32:], feed):
@@ -204,10 +204,10 @@ def _complete(compiled: bytes, feed: bytes) -> bool:
     return pos == len(compiled)
 
 
-def _cache_dir() -> Path:
-    """``$BREAKGLASS_CACHE/bytecode``, or ``~/.cache/breakglass/bytecode`` (the base's cache)."""
+def cache_dir(name: str) -> Path:
+    """``$BREAKGLASS_CACHE/NAME``, or ``~/.cache/breakglass/NAME`` (beside the base's cache)."""
     root = os.environ.get("BREAKGLASS_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "breakglass") / "bytecode"
+    return (Path(root) if root else Path.home() / ".cache" / "breakglass") / name
 
 
 def _builder_package() -> list[PayloadFile]:
