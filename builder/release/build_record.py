@@ -45,10 +45,15 @@ REPORT_URL = "https://github.com/breakglass-dev/breakglass/issues"
 
 
 def _sha256() -> Any:
-    try:  # the interpreter's own: importing OpenSSL's costs a no-op rebuild milliseconds
-        from _sha256 import sha256  # type: ignore[import-not-found]
-    except ImportError:  # pragma: no cover - other interpreters
-        from hashlib import sha256
+    if "hashlib" not in sys.modules:
+        try:  # the interpreter's own: importing OpenSSL's costs a no-op rebuild milliseconds
+            from _sha256 import sha256  # type: ignore[import-not-found]
+
+            return sha256()
+        except ImportError:  # pragma: no cover - other interpreters
+            pass
+    from hashlib import sha256  # loaded already by a full build: several times faster
+
     return sha256()
 
 
