@@ -4,7 +4,9 @@
 every login attempt) and timers, so its common command lines are answered
 by ``builder.host.commands.fast_main`` before click, jinja2 or ruamel are
 imported. It calls the same host functions as the click commands; anything
-it does not recognise falls through to the full CLI.
+it does not recognise falls through to the full CLI. ``breakglass build``
+likewise: a rebuild its record answers (``builder.release.build_record``)
+ends before anything heavy loads, and the common command line runs without click.
 """
 
 from __future__ import annotations
@@ -22,6 +24,12 @@ def main() -> None:
             # sshd logs our stderr and reads keys from stdout: no traceback, no half answer;
             # the full command below settles the host and answers or fails in one line
             code = None
+        if code is not None:
+            sys.exit(code)
+    if sys.argv[1:2] == ["build"]:
+        from builder.release.build_record import fast_main as fast_build
+
+        code = fast_build(sys.argv[2:])
         if code is not None:
             sys.exit(code)
     if sys.argv[1:2] == ["fleet"]:

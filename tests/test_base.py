@@ -129,3 +129,15 @@ def test_bootable_base_is_its_own_cache_entry() -> None:
     assert cache_key("bookworm", "http://a", bootable=True) != cache_key("bookworm", "http://a")
     assert set(BOOT_PACKAGES) <= set(packages(bootable=True))
     assert not set(BOOT_PACKAGES) & set(packages())
+
+
+def test_cached_base_blobs_are_made_public_so_builds_link_them(tmp_path: Path) -> None:
+    from builder.vm.base import public_blobs
+
+    blobs = tmp_path / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    blob = blobs / ("ab" * 32)
+    blob.write_bytes(b"layer")
+    blob.chmod(0o600)
+    public_blobs(tmp_path)
+    assert blob.stat().st_mode & 0o7777 == 0o644

@@ -111,3 +111,34 @@ def test_image_runs_breakglass_with_its_own_python(rootfs: Path, tmp_path: Path)
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("breakglass, version ")
+
+
+def test_runtime_bytecode_from_the_cache_is_what_compiling_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from builder.release import runtime_payload
+
+    monkeypatch.setenv("BREAKGLASS_CACHE", str(tmp_path))
+    sources = [
+        PayloadFile("usr/lib/breakglass/a.py", b"A = {'x', 'y'}\n"),
+        PayloadFile("usr/lib/breakglass/b.py", b"def broken(:\n"),
+    ]
+    compiled = runtime_payload._bytecode(sources)
+    assert [f.path for f in compiled] == [
+        f"usr/lib/breakglass/__pycache__/a.{sys.implementation.cache_tag}.pyc"
+    ]
+    (entry,) = (tmp_path / "bytecode").iterdir()
+
+    def no_compiler(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("compiled again")
+
+    monkeypatch.setattr(subprocess, "run", no_compiler)
+    assert runtime_payload._bytecode(sources) == compiled
+    # a damaged entry is not used: compiled again, to the same bytes
+    entry.write_bytes(entry.read_bytes()[:-1])
+    monkeypatch.undo()
+    monkeypatch.setenv("BREAKGLASS_CACHE", str(tmp_path))
+    assert runtime_payload._bytecode(sources) == compiled
+    # another source is another entry
+    runtime_payload._bytecode([PayloadFile("usr/lib/breakglass/a.py", b"A = 2\n")])
+    assert len(list((tmp_path / "bytecode").iterdir())) == 2

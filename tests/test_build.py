@@ -203,3 +203,29 @@ def test_two_builds_on_a_base_in_different_directories_are_bit_identical_with_by
         in pyc
     )
     assert len(pyc) > 50
+
+
+def test_a_build_on_a_base_is_the_same_from_a_cold_a_warm_and_a_damaged_cache(
+    demo_keys: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.conftest import ROOT
+
+    for name in ("images", "templates"):
+        subprocess.run(["cp", "-r", str(ROOT / name), str(tmp_path)], check=True)
+    _tiny_base(tmp_path / "base-oci")
+    spec = tmp_path / "images/example.yaml"
+    spec.write_text(spec.read_text() + "base: ../base-oci:tiny\n")
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("BREAKGLASS_CACHE", str(cache))
+    trees = []
+    for run in ("cold", "warm", "damaged"):
+        if run == "damaged":
+            for entry in (*(cache / "layers").iterdir(), *(cache / "bytecode").iterdir()):
+                entry.write_bytes(entry.read_bytes()[:-1] + b"!")
+        proc = build(spec, tmp_path / run, demo_keys)
+        assert proc.returncode == 0, proc.stderr
+        trees.append(tree(Path(json.loads(proc.stdout)["image_dir"])))
+        if run == "cold":
+            assert len(list((cache / "layers").iterdir())) == 1
+            assert len(list((cache / "bytecode").iterdir())) == 1
+    assert trees[0] == trees[1] == trees[2]

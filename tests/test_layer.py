@@ -6,6 +6,7 @@ import gzip
 import io
 import tarfile
 import zlib
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from builder.core.canonical import digest
 from builder.core.errors import CheckFailed, InputError
 from builder.core.payload import PayloadFile
-from builder.release.layer import pack, read_layer
+from builder.release.layer import Layer, pack, read_layer
 
 EPOCH = 1_700_000_000
 FILES = (
@@ -149,3 +150,43 @@ def test_arbitrary_bytes_give_a_clean_error(data: bytes) -> None:
         read_layer(data, name="fuzz")
     except CheckFailed as e:
         assert "fuzz" in str(e)
+
+
+def test_a_cached_segment_gives_the_same_blob_from_the_cache_and_without_it(
+    tmp_path: Path,
+) -> None:
+    import hashlib
+    import os as _os
+
+    cache = tmp_path / "cache"
+    runtime = tuple(
+        PayloadFile(f"usr/lib/rt/m{i:03}.py", _os.urandom(50) + b"x = 1\n" * (i * 40))
+        for i in range(120)
+    )
+    others = (
+        PayloadFile("etc/a.conf", b"a" * 30000),
+        PayloadFile("var/z.bin", _os.urandom(70000)),
+    )
+
+    def packed(extra: bytes = b"") -> Layer:
+        files = (*runtime, *others, PayloadFile("etc/extra", extra))
+        return pack(tuple(sorted(files)), source_date_epoch=7, cached=("usr/lib/rt/", cache))
+
+    cold = packed()
+    (entry,) = cache.iterdir()
+    warm = packed()
+    assert warm == cold
+    plain = pack(tuple(sorted((*runtime, *others, PayloadFile("etc/extra", b"")))),
+                       source_date_epoch=7)  # fmt: skip
+    # the same tar inside, whatever the segments
+    assert cold.diff_id == plain.diff_id
+    assert "sha256:" + hashlib.sha256(gzip.decompress(cold.blob)).hexdigest() == cold.diff_id
+    # other data before the segment: the cached bytes serve it too, as compressing would
+    other = packed(b"different " * 5000)
+    entry.unlink()
+    assert packed(b"different " * 5000) == other
+    # a damaged entry is not used
+    entry.write_bytes(entry.read_bytes()[:-3] + b"xyz")
+    assert packed() == cold
+    entry.write_bytes(b"")
+    assert packed() == cold

@@ -204,10 +204,10 @@ def test_write_layout_refuses_existing_and_leaves_nothing_on_failure(
         write_layout(layout, dest)
     assert _tree(dest) == before
 
-    def disk_full(_: Path) -> None:
+    def disk_full(_: list[Path]) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("builder.release.oci.fsync_dir", disk_full)
+    monkeypatch.setattr("builder.release.oci.sync_all", disk_full)
     with pytest.raises(OSError, match="No space"):
         write_layout(layout, tmp_path / "other")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["oci"]

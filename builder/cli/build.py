@@ -152,6 +152,8 @@ def build(
             "\n".join(f"{f['mode']} {f['digest']} {f['path']}" for f in files),
         )
         return
+    from builder.release.build_record import record, result_output
+
     if backend == "packer":
         from builder.release.build_packer import build_packer
 
@@ -164,21 +166,15 @@ def build(
         tar_path = result.image_dir / "oci.tar"
         if not tar_path.exists():
             export_tar(result.image_dir / "oci", tar_path, mtime=planned.source_date_epoch)
-    state = "built" if result.changed else "unchanged (identical content already built)"
-    emit(
-        as_json,
-        {
-            "image_dir": str(result.image_dir),
-            "image_digest": result.image_digest,
-            "manifest_digest": result.manifest_digest,
-            "signed": result.signed,
-            "changed": result.changed,
-        },
-        f"{state}: {parsed.name} {parsed.version} -> {result.image_dir}\n"
-        + (f"image {result.image_digest}\n" if result.image_digest else "")
-        + f"manifest {result.manifest_digest}"
-        + ("" if result.signed else "\nwarning: unsigned (pass --sign-key)"),
-    )
+    if backend == "oci":
+        record(planned, result, out, sign_key)
+    doc = {
+        "image_digest": result.image_digest,
+        "manifest_digest": result.manifest_digest,
+        "signed": result.signed,
+        "changed": result.changed,
+    }
+    click.echo(result_output(as_json, parsed.name, parsed.version, result.image_dir, doc))
 
 
 def _show_packer_progress(event: Any) -> None:

@@ -37,23 +37,69 @@ def sign(data: bytes, key: Path, namespace: str) -> str:
 
     Returns the armored ``-----BEGIN SSH SIGNATURE-----`` text.
     """
+    return start_sign(data, key, namespace).result()
+
+
+class Signing:
+    """``ssh-keygen -Y sign`` running: the caller goes on with other work, then takes
+    ``result()`` (which raises what ``sign`` raises) once, or ``cancel()``."""
+
+    def __init__(self, data: bytes, key: Path, namespace: str) -> None:
+        self.key = key
+        self._done = False
+        self._tmp = tempfile.TemporaryDirectory(prefix="breakglass-sign-")
+        try:
+            self._msg = Path(self._tmp.name) / "message"
+            self._msg.write_bytes(data)
+            self._proc = subprocess.Popen(
+                [
+                    _ssh_keygen(),
+                    "-q",
+                    "-Y",
+                    "sign",
+                    "-f",
+                    str(key),
+                    "-n",
+                    namespace,
+                    str(self._msg),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+        except BaseException:
+            self._tmp.cleanup()
+            raise
+
+    def result(self) -> str:
+        self._done = True
+        try:
+            _, stderr = self._proc.communicate()
+            sig = self._msg.with_name("message.sig")
+            if self._proc.returncode != 0 or not sig.exists():
+                raise InputError(
+                    f"ssh-keygen could not sign ({_first_line(stderr)})", where=str(self.key)
+                )
+            return sig.read_text(encoding="ascii")
+        finally:
+            self._tmp.cleanup()
+
+    def cancel(self) -> None:
+        """Stop, for a caller that will not take the result (after ``result()``: nothing)."""
+        if self._done:
+            return
+        self._done = True
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.communicate()
+        self._tmp.cleanup()
+
+
+def start_sign(data: bytes, key: Path, namespace: str) -> Signing:
+    """Start signing ``data`` as ``sign`` does; the signature comes from ``.result()``."""
     if not key.exists():
         raise InputError("signing key not found", where=str(key))
-    with tempfile.TemporaryDirectory(prefix="breakglass-sign-") as tmp:
-        msg = Path(tmp) / "message"
-        msg.write_bytes(data)
-        proc = subprocess.run(
-            [_ssh_keygen(), "-q", "-Y", "sign", "-f", str(key), "-n", namespace, str(msg)],
-            capture_output=True,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-        sig = msg.with_name("message.sig")
-        if proc.returncode != 0 or not sig.exists():
-            raise InputError(
-                f"ssh-keygen could not sign ({_first_line(proc.stderr)})", where=str(key)
-            )
-        return sig.read_text(encoding="ascii")
+    return Signing(data, key, namespace)
 
 
 def verify(

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from builder import __version__
 from builder.core import canonical, sshsig
 from builder.core.errors import InputError
-from builder.core.fsio import new_directory
+from builder.core.fsio import new_directory, sync_all
 from builder.core.payload import (
     BUNDLE_JSON_PATH,
     BUNDLE_PATH,
@@ -233,28 +233,46 @@ def build_oci(plan: BuildPlan, out: Path, sign_key: Path | None) -> BuildResult:
         unchanged = _unchanged(plan, image_dir, sign_key)
         if unchanged is not None:
             return unchanged
-    # the commit and repository, only when the inputs are committed (same commit, same bytes);
-    # git answers while the layer is packed
-    source = gitsource.Probe([spec.path, spec.sealed_path, spec.templates_dir])
-    # The layer is packed into a file beside where the image goes (same filesystem, so the
-    # layout links it), never held in memory; nothing new is left there if the build fails.
-    fd, blob_name = tempfile.mkstemp(dir=_existing_parent(out), prefix=".breakglass-layer-")
-    blob_path = Path(blob_name)
+    # ssh-keygen signs, and git says the commit and repository (only when the inputs are
+    # committed: same commit, same bytes), while the layer is packed
+    signing = (
+        sshsig.start_sign(plan.manifest, sign_key, sshsig.MANIFEST_NAMESPACE) if sign_key else None
+    )
     try:
-        with os.fdopen(fd, "wb") as blob_file:
-            os.fchmod(blob_file.fileno(), 0o644)  # a layout's blobs are 0644, links included
-            packed = layer.pack(
-                plan.files,
-                source_date_epoch=plan.source_date_epoch,
-                dirs=plan.dirs,
-                dir_owners=plan.dir_owners,
-                blob_file=blob_file,
-            )
-            blob_file.flush()
-            os.fsync(blob_file.fileno())
-        return _assemble_and_write(plan, packed, blob_path, image_dir, sign_key, source)
+        source = gitsource.Probe([spec.path, spec.sealed_path, spec.templates_dir])
+        # The layer is packed into a file beside where the image goes (same filesystem, so the
+        # layout links it), never held in memory; nothing new is left there if the build fails.
+        fd, blob_name = tempfile.mkstemp(dir=_existing_parent(out), prefix=".breakglass-layer-")
+        blob_path = Path(blob_name)
+        try:
+            with os.fdopen(fd, "wb") as blob_file:
+                os.fchmod(blob_file.fileno(), 0o644)  # a layout's blobs are 0644, links included
+                packed = layer.pack(
+                    plan.files,
+                    source_date_epoch=plan.source_date_epoch,
+                    dirs=plan.dirs,
+                    dir_owners=plan.dir_owners,
+                    blob_file=blob_file,
+                    cached=_runtime_segment(plan),
+                )
+                # synced with the rest of the image, where the layout links it
+            return _assemble_and_write(plan, packed, blob_path, image_dir, signing, source)
+        finally:
+            blob_path.unlink(missing_ok=True)
     finally:
-        blob_path.unlink(missing_ok=True)
+        if signing is not None:
+            signing.cancel()
+
+
+def _runtime_segment(plan: BuildPlan) -> tuple[str, Path] | None:
+    """The host runtime's files, where an image carries them: the same in every image of a
+    release, so their compressed bytes are kept (``layer.pack(cached=...)``)."""
+    from builder.release.runtime_payload import LIB_DIR, cache_dir
+
+    prefix = f"{LIB_DIR}/"
+    if not any(f.path.startswith(prefix) for f in plan.files):
+        return None
+    return prefix, cache_dir("layers")
 
 
 def _existing_parent(path: Path) -> Path:
@@ -268,7 +286,7 @@ def _assemble_and_write(
     packed: Layer,
     blob_path: Path,
     image_dir: Path,
-    sign_key: Path | None,
+    signing: sshsig.Signing | None,
     source: Probe,
 ) -> BuildResult:
     from builder.release import oci
@@ -289,9 +307,7 @@ def _assemble_and_write(
             **source.annotations(),
         },
     )
-    signature = (
-        sshsig.sign(plan.manifest, sign_key, sshsig.MANIFEST_NAMESPACE) if sign_key else None
-    )
+    signature = signing.result() if signing is not None else None
     outputs = {f"oci/{path}": data for path, data in layout.files.items()}
     outputs[MANIFEST_NAME] = plan.manifest
     if signature is not None:
@@ -310,10 +326,14 @@ def _assemble_and_write(
             hint=f"versions are immutable; run `breakglass bump {spec.path}`",
         )
     with new_directory(image_dir) as staging:
-        oci.write_layout(layout, staging / "oci")
+        (staging / "oci").mkdir()
+        written = oci.write_layout_files(layout, staging / "oci")
         for name in (MANIFEST_NAME, SIGNATURE_NAME):
             if name in outputs:
                 _write_file(staging / name, outputs[name])
+                written.append(staging / name)
+        # every file and folder at once, before the staging folder takes the image's name
+        sync_all(written)
     return result
 
 
@@ -352,11 +372,10 @@ def _unchanged(plan: BuildPlan, image_dir: Path, sign_key: Path | None) -> Build
 
 
 def _write_file(path: Path, data: bytes) -> None:
+    """A new file, 0644 whatever the umask, for the caller to sync."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
     os.chmod(path, 0o644)
 
 

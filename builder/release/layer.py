@@ -71,6 +71,7 @@ def pack(
     dirs: Mapping[str, int] | None = None,
     dir_owners: Mapping[str, tuple[int, int]] | None = None,
     blob_file: BinaryIO | None = None,
+    cached: tuple[str, Path] | None = None,
 ) -> Layer:
     """Pack ``files`` (and the explicit ``dirs``, path -> mode, owned by ``dir_owners`` or root)
     into a deterministic layer.
@@ -79,13 +80,21 @@ def pack(
     and ``Layer.blob`` stays empty: memory then does not grow with the
     payload (files ``from_source`` are streamed too).
 
+    ``cached``, ``(PREFIX, CACHE_DIR)``: the files under PREFIX (the host
+    runtime, the same in every image of a release) are compressed as a
+    segment of their own, between two full flushes, which restart deflate
+    without reference to earlier data, so that segment's compressed bytes
+    depend on its tar bytes alone. They are kept in CACHE_DIR and reused when
+    the same tar bytes come again (checked by their digest): the blob is the
+    same either way.
+
     Raises InputError for a path that is not a clean relative path, a duplicate path,
     a file that is also a directory, an OCI whiteout name, or an out-of-range mode or owner.
     """
     if source_date_epoch < 0:
         raise InputError(f"source date epoch must not be negative: {source_date_epoch}")
     sink = _GzipSink(blob_file)
-    _tar(sink, files, dict(dirs or {}), dict(dir_owners or {}), source_date_epoch)
+    _tar(sink, files, dict(dirs or {}), dict(dir_owners or {}), source_date_epoch, cached)
     return sink.finish()
 
 
@@ -106,6 +115,7 @@ class _GzipSink:
         self._blob_size = 0
         self._out = out
         self._parts: list[bytes] = []
+        self._segment: _Segment | None = None
         self._emit(_GZIP_HEADER)
 
     def _emit(self, chunk: bytes) -> None:
@@ -121,11 +131,51 @@ class _GzipSink:
     def write(self, data: bytes) -> int:
         self._tar_hash.update(data)
         self._crc = zlib.crc32(data, self._crc)
-        self._size += len(data)
-        self._emit(self._deflate.compress(data))
+        pos = 0
+        while pos < len(data):
+            segment, left = self._segment, len(data) - pos
+            if segment is None or self._size < segment.start:
+                n = left if segment is None else min(left, segment.start - self._size)
+                self._emit(self._deflate.compress(data[pos : pos + n]))
+            else:  # within the segment: kept until it ends
+                n = left if segment.end is None else min(left, segment.end - self._size)
+                segment.take(data[pos : pos + n])
+            self._size += n
+            pos += n
+            if segment is not None and segment.end is not None and self._size >= segment.end:
+                self._close_segment()
         return len(data)
 
+    # -- the cached segment ------------------------------------------------------------
+
+    def open_segment(self, offset: int, entry: Path) -> None:
+        """The tar bytes from ``offset`` on form the segment (none of them has arrived)."""
+        self._segment = _Segment(entry, offset)
+
+    def end_segment(self, offset: int) -> None:
+        """The segment ends at ``offset`` (nothing past it has arrived)."""
+        assert self._segment is not None
+        self._segment.end = offset
+        if self._size >= offset:
+            self._close_segment()
+
+    def _close_segment(self) -> None:
+        segment, self._segment = self._segment, None
+        if segment is None:
+            return
+        # A full flush ends the data before the segment and restarts deflate, which then
+        # refers to nothing before it; the same after it. So the segment's compressed
+        # bytes are those of its tar bytes alone, and so are the bytes after it.
+        self._emit(self._deflate.flush(zlib.Z_FULL_FLUSH))
+        compressed = segment.cached()
+        if compressed is None:
+            compressed = self._deflate.compress(segment.data())
+            compressed += self._deflate.flush(zlib.Z_FULL_FLUSH)
+            segment.store(compressed)
+        self._emit(compressed)
+
     def finish(self) -> Layer:
+        self._close_segment()
         self._emit(self._deflate.flush())
         self._emit(struct.pack("<LL", self._crc, self._size & 0xFFFFFFFF))
         return Layer(
@@ -134,6 +184,51 @@ class _GzipSink:
             diff_id="sha256:" + self._tar_hash.hexdigest(),
             size=self._blob_size,
         )
+
+
+class _Segment:
+    """The tar bytes of a cached segment as they arrive, and its cache entry: the digest
+    of those tar bytes, the digest of their compressed bytes, the compressed bytes."""
+
+    def __init__(self, entry: Path, start: int) -> None:
+        import hashlib
+
+        self.entry, self.start = entry, start
+        self.end: int | None = None
+        self._parts: list[bytes] = []
+        self._hash = hashlib.sha256()
+
+    def take(self, data: bytes) -> None:
+        self._parts.append(data)
+        self._hash.update(data)
+
+    def data(self) -> bytes:
+        return b"".join(self._parts)
+
+    def cached(self) -> bytes | None:
+        """The compressed bytes kept for exactly these tar bytes, intact; else None."""
+        import hashlib
+
+        try:
+            raw = self.entry.read_bytes()
+        except OSError:
+            return None
+        compressed = raw[64:]
+        if raw[:32] != self._hash.digest() or raw[32:64] != hashlib.sha256(compressed).digest():
+            return None
+        return compressed
+
+    def store(self, compressed: bytes) -> None:
+        import hashlib
+        import os
+
+        try:
+            self.entry.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            tmp = self.entry.with_name(f".{self.entry.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(self._hash.digest() + hashlib.sha256(compressed).digest() + compressed)
+            os.replace(tmp, self.entry)
+        except OSError:
+            pass  # no cache (a read-only home): compressed again next time
 
 
 def read_layer(blob: bytes, *, name: str | None = None) -> dict[str, LayerEntry]:
@@ -214,6 +309,7 @@ def _tar(
     dirs: dict[str, int],
     owners: dict[str, tuple[int, int]],
     mtime: int,
+    cached: tuple[str, Path] | None = None,
 ) -> None:
     by_path: dict[str, PayloadFile] = {}
     for f in files:
@@ -247,12 +343,30 @@ def _tar(
             info = _info(path, mtime, dir_modes[path], uid, gid)
             info.type = tarfile.DIRTYPE
             t.addfile(info)
-        for path in sorted(by_path, key=_order):
+        ordered = sorted(by_path, key=_order)
+        segment = [p for p in ordered if cached and p.startswith(cached[0])]
+        for path in ordered:
+            if segment and path == segment[0]:
+                assert cached is not None
+                out.open_segment(t.offset, cached[1] / _segment_key(segment, by_path, mtime))
             f = by_path[path]
             info = _info(path, mtime, f.mode, f.uid, f.gid)
             info.size = f.size
             with f.open() as content:
                 t.addfile(info, content)
+            if segment and path == segment[-1]:
+                out.end_segment(t.offset)
+
+
+def _segment_key(paths: list[str], files: dict[str, PayloadFile], mtime: int) -> str:
+    """The cache entry's name: what the segment's tar bytes are made of. (Its content is
+    checked against the tar bytes themselves; this only finds it.)"""
+    import hashlib
+    import sys
+
+    entries = [(p, files[p].mode, files[p].uid, files[p].gid, files[p].digest) for p in paths]
+    made = (GZIP_LEVEL, zlib.ZLIB_RUNTIME_VERSION, sys.version, mtime, entries)
+    return hashlib.sha256(repr(made).encode()).hexdigest() + ".deflate"
 
 
 def _info(path: str, mtime: int, mode: int, uid: int, gid: int) -> tarfile.TarInfo:

@@ -25,7 +25,7 @@ from typing import Any
 
 from builder.core.canonical import digest
 from builder.core.errors import CheckFailed, InputError, StateError
-from builder.core.fsio import atomic_file, fsync_dir
+from builder.core.fsio import atomic_file, fsync_dir, sync_all
 from builder.release.layer import Layer
 
 MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -202,7 +202,7 @@ def write_layout(layout: Layout, dest: Path) -> None:
     into place. Modes are set explicitly (0755 directories, 0644 files), not by the umask.
     Base blobs (``layout.linked``) are hard links to the base's files where the
     filesystem allows (no copy, no rewrite: blobs are immutable by their digest), and
-    synced copies otherwise.
+    copies otherwise.
     Raises StateError if ``dest`` already exists: whether to replace it is the caller's call.
     """
     if dest.exists() or dest.is_symlink():
@@ -212,25 +212,7 @@ def write_layout(layout: Layout, dest: Path) -> None:
     try:
         # An image layout is public content, readable like any registry blob.
         os.chmod(tmp, 0o755)  # noqa: S103
-        made = {tmp}
-        for rel in sorted({*layout.files, *layout.linked}):
-            target = tmp / rel
-            for d in reversed(target.relative_to(tmp).parents[:-1]):
-                if tmp / d not in made:
-                    os.mkdir(tmp / d)
-                    os.chmod(tmp / d, 0o755)  # noqa: S103
-                    made.add(tmp / d)
-            if rel in layout.linked:
-                _link_or_copy(layout.linked[rel], target)
-                continue
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            with os.fdopen(fd, "wb") as f:
-                os.fchmod(f.fileno(), 0o644)
-                f.write(layout.files[rel])
-                f.flush()
-                os.fsync(f.fileno())
-        for d in sorted(made, reverse=True):
-            fsync_dir(d)
+        sync_all(write_layout_files(layout, tmp))
         try:
             os.rename(tmp, dest)
         except OSError as e:
@@ -239,6 +221,29 @@ def write_layout(layout: Layout, dest: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     fsync_dir(dest.parent)
+
+
+def write_layout_files(layout: Layout, root: Path) -> list[Path]:
+    """Write ``layout``'s files into the existing empty directory ``root``, unsynced; every
+    file and directory written (``root`` included), for the caller to sync before it
+    publishes them (``builder.core.fsio.sync_all``)."""
+    made = [root]
+    for rel in sorted({*layout.files, *layout.linked}):
+        target = root / rel
+        for d in reversed(target.relative_to(root).parents[:-1]):
+            if root / d not in made:
+                os.mkdir(root / d)
+                os.chmod(root / d, 0o755)  # noqa: S103
+                made.append(root / d)
+        if rel in layout.linked:
+            _link_or_copy(layout.linked[rel], target)
+        else:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            with os.fdopen(fd, "wb") as f:
+                os.fchmod(f.fileno(), 0o644)
+                f.write(layout.files[rel])
+        made.append(target)
+    return made
 
 
 _FICLONE = 0x40049409  # linux/fs.h: share the source's extents (btrfs, xfs, ...)
@@ -262,7 +267,6 @@ def _link_or_copy(source: Path, target: Path) -> None:
         with source.open("rb") as src:
             if not _reflink(src.fileno(), fd):
                 _copy_range(src.fileno(), fd, os.fstat(src.fileno()).st_size)
-        os.fsync(fd)
     finally:
         os.close(fd)
 

@@ -14,6 +14,7 @@ the build's interpreter into ``__pycache__/NAME.<cache tag>.pyc`` with
 hash-based invalidation (PEP 552: no timestamps, so builds stay
 bit-identical; checked, so a source edited on the host still wins). An image
 whose python3 is another version ignores these files and runs from source.
+The compiler's output is cached (``_compile``) by the sources and the interpreter.
 """
 
 from __future__ import annotations
@@ -113,19 +114,11 @@ def _bytecode(sources: list[PayloadFile]) -> list[PayloadFile]:
     if tag is None:
         return []  # an interpreter without bytecode caching: the image runs from source
     feed = b"".join(_frame(f"/{f.path}".encode()) + _frame(f.data) for f in sources)
-    proc = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", _COMPILER],
-        input=feed,
-        capture_output=True,
-        env={"PYTHONHASHSEED": "0", "PATH": os.environ.get("PATH", "")},
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise CheckFailed("cannot compile the host runtime to bytecode")
+    compiled = _compile(feed)
     out, pos = [], 0
     for f in sources:
-        (n,) = struct.unpack_from("<Q", proc.stdout, pos)
-        pyc = proc.stdout[pos + 8 : pos + 8 + n]
+        (n,) = struct.unpack_from("<Q", compiled, pos)
+        pyc = compiled[pos + 8 : pos + 8 + n]
         pos += 8 + n
         if pyc:
             path = PurePosixPath(f.path)
@@ -134,8 +127,91 @@ def _bytecode(sources: list[PayloadFile]) -> list[PayloadFile]:
     return out
 
 
+def sources() -> tuple[str, tuple[str, ...], list[str]]:
+    """What ``host_runtime_files`` reads, for the build's record of its inputs: the package
+    folder, the suffixes taken from it, and every file of the runtime's libraries (their
+    installation records included, which a reinstall rewrites)."""
+    files = []
+    for name in RUNTIME_DISTRIBUTIONS:
+        dist = importlib.metadata.distribution(name)
+        for entry in dist.files or []:
+            rel = PurePosixPath(str(entry).replace("\\", "/"))
+            path = Path(str(dist.locate_file(entry)))
+            if ".." not in rel.parts and _wanted(rel) and path.is_file():
+                files.append(str(path))
+    return str(_package_root()), _PACKAGE_SUFFIXES, sorted(files)
+
+
+def _package_root() -> Path:
+    return Path(__file__).resolve().parents[1]  # the builder package
+
+
+def _compile(feed: bytes) -> bytes:
+    """The compiler process's answer to ``feed``, from the cache when this interpreter has
+    compiled these very sources before.
+
+    The answer is a function of the sources, their image paths, this interpreter
+    and the compiler script, which the cache key covers; the entry holds the
+    exact bytes the process wrote (and their digest, checked on reading), so a
+    build from the cache is bit-identical to one without. A missing, damaged or
+    unwritable cache only means compiling.
+    """
+    import hashlib
+
+    key = hashlib.sha256(
+        repr((sys.version, sys.executable, sys.implementation.cache_tag, _COMPILER)).encode()
+        + hashlib.sha256(feed).digest()
+    ).hexdigest()
+    entry = cache_dir("bytecode") / f"{key}.pyc-set"
+    try:
+        data = entry.read_bytes()
+        if hashlib.sha256(data[32:]).digest() == data[:32] and _complete(data[32:], feed):
+            return data[32:]
+    except OSError:
+        pass
+    proc = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", _COMPILER],
+        input=feed,
+        capture_output=True,
+        env={"PYTHONHASHSEED": "0", "PATH": os.environ.get("PATH", "")},
+        check=False,
+    )
+    if proc.returncode != 0 or not _complete(proc.stdout, feed):
+        raise CheckFailed("cannot compile the host runtime to bytecode")
+    try:
+        entry.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(hashlib.sha256(proc.stdout).digest() + proc.stdout)
+        os.replace(tmp, entry)
+    except OSError:
+        pass  # a read-only home: compile every time
+    return proc.stdout
+
+
+def _complete(compiled: bytes, feed: bytes) -> bool:
+    """Whether ``compiled`` holds one framed answer for each source framed in ``feed``."""
+    pos = count = 0
+    while pos < len(feed):
+        (n,) = struct.unpack_from("<Q", feed, pos)
+        pos += 8 + n
+        count += 1
+    sources, pos = count // 2, 0
+    for _ in range(sources):
+        if pos + 8 > len(compiled):
+            return False
+        (n,) = struct.unpack_from("<Q", compiled, pos)
+        pos += 8 + n
+    return pos == len(compiled)
+
+
+def cache_dir(name: str) -> Path:
+    """``$BREAKGLASS_CACHE/NAME``, or ``~/.cache/breakglass/NAME`` (beside the base's cache)."""
+    root = os.environ.get("BREAKGLASS_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "breakglass") / name
+
+
 def _builder_package() -> list[PayloadFile]:
-    root = Path(__file__).resolve().parents[1]  # the builder package
+    root = _package_root()
     out = []
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root.parent)

@@ -124,6 +124,8 @@ def debian_base(
     cached = (entry / "oci-layout").exists()
     if not cached:
         _build_into_cache(entry, suite, mirror, on_line, bootable)
+    else:
+        public_blobs(entry)  # an entry cached before blobs were made 0644
     _copy_layout(entry, out)
     return BaseImage(layout=out, tag=suite, cache_key=key, cached=cached)
 
@@ -163,6 +165,7 @@ def _build_into_cache(
             _boot_setup(bundle / "rootfs")
         run_logged([umoci, "repack", "--image", image, str(bundle)], on_line)
         run_logged([umoci, "gc", "--layout", str(layout)], on_line)
+        public_blobs(layout)
         try:
             layout.rename(entry)
         except OSError:
@@ -241,6 +244,22 @@ def _boot_setup(rootfs: Path) -> None:
         path.symlink_to(target)
     (rootfs / "etc/machine-id").write_text("")
     (rootfs / "var/lib/dbus/machine-id").unlink(missing_ok=True)
+
+
+def public_blobs(layout: Path) -> None:
+    """Make the layout's blobs 0644, as a registry serves them (umoci writes 0600).
+
+    A base's blobs are public OS content, immutable by their digest: readable
+    like this, a build on the base hard-links them into its image instead of
+    copying them (``builder.release.oci``), and a copy of the layout keeps them so.
+    """
+    blobs = layout / "blobs" / "sha256"
+    if not blobs.is_dir():
+        return
+    for blob in blobs.iterdir():
+        st = blob.lstat()
+        if blob.is_file() and not blob.is_symlink() and st.st_mode & 0o7777 != 0o644:
+            os.chmod(blob, 0o644)
 
 
 def _copy_layout(entry: Path, out: Path) -> None:
