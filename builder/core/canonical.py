@@ -17,7 +17,7 @@ _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=
 
 def dumps(document: Any) -> bytes:
     """Return the canonical encoding of ``document``."""
-    return _ENCODER.encode(document).encode("utf-8") + b"\n"
+    return _ENCODER.encode(document).encode() + b"\n"  # str.encode: always UTF-8
 
 
 def sha256_hex(data: bytes) -> str:
