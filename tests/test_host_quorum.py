@@ -17,7 +17,7 @@ from builder.host import audit
 from builder.host.layout import Layout
 from builder.host.request import open_request
 from builder.host.state import load
-from builder.host.unseal import unseal
+from builder.host.unseal import progress, unseal
 from tests import hostkit
 
 T0 = dt.datetime(2026, 11, 29, 19, 0, 0, tzinfo=dt.UTC)
@@ -443,3 +443,11 @@ def test_share_not_for_the_request_identity_is_refused(groups_image: hostkit.Ima
     _refused(
         groups_image, req.id, line, "approval share does not decrypt with the request's identity"
     )
+
+
+def test_progress_says_what_counts_and_what_is_missing() -> None:
+    assert progress((), 2) == "accepted 0 approvals; 2 more needed"
+    assert progress(("alice",), 2) == "accepted 1 approval (alice); 1 more needed"
+    assert progress(("alice", "bob"), 3) == "accepted 2 approvals (alice, bob); 1 more needed"
+    assert progress(("alice", "bob"), 2) == "accepted 2 approvals (alice, bob); 0 more needed"
+    assert progress(("alice", "bob", "carol"), 2).endswith("; 0 more needed")
