@@ -451,3 +451,37 @@ def test_progress_says_what_counts_and_what_is_missing() -> None:
     assert progress(("alice", "bob"), 3) == "accepted 2 approvals (alice, bob); 1 more needed"
     assert progress(("alice", "bob"), 2) == "accepted 2 approvals (alice, bob); 0 more needed"
     assert progress(("alice", "bob", "carol"), 2).endswith("; 0 more needed")
+
+
+def test_approval_is_not_kept_in_a_folder_others_can_write(image: hostkit.Image) -> None:
+    # a planted approvals folder that others may write is refused by name, relative to the root
+    req = _request(image)
+    planted = Layout(image.root).approvals_dir(req.id)
+    planted.mkdir(parents=True, exist_ok=True)
+    planted.chmod(0o777)
+    alice = hostkit.lib_approve(req, image.approvers["alice"], T0)
+    with pytest.raises(StateError) as caught:
+        unseal(image.root, T0, req.id, [alice])
+    assert caught.value.message.startswith(f"unsafe directory {planted.relative_to(image.root)}: ")
+    assert load(image.root).pending is not None
+    assert load(image.root).pending.approvals == ()  # type: ignore[union-attr]
+
+
+def test_activation_failure_names_the_unsafe_folder(image: hostkit.Image) -> None:
+    # a scope folder planted so others may write it: nothing is decrypted into it, and the
+    # refusal says which folder and why, not just that a write failed
+    req = _request(image)
+    alice = hostkit.lib_approve(req, image.approvers["alice"], T0)
+    unseal(image.root, T0, req.id, [alice])
+    planted = image.root / "run/breakglass/ssh-emergency"
+    planted.mkdir(parents=True, exist_ok=True)
+    planted.chmod(0o777)
+    bob = hostkit.lib_approve(req, image.approvers["bob"], T0)
+    with pytest.raises(CheckFailed) as caught:
+        unseal(image.root, T0, req.id, [bob])
+    assert caught.value.message.startswith("activation failed: unsafe directory ")
+    assert hostkit.plaintext_files(image.root) == []
+    failed = _events(image, "activation-failed")
+    assert [e["details"]["reason"] for e in failed] == [  # type: ignore[index]
+        caught.value.message.removeprefix("activation failed: ")
+    ]
