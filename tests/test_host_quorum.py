@@ -17,7 +17,7 @@ from builder.host import audit
 from builder.host.layout import Layout
 from builder.host.request import open_request
 from builder.host.state import load
-from builder.host.unseal import unseal
+from builder.host.unseal import progress, unseal
 from tests import hostkit
 
 T0 = dt.datetime(2026, 11, 29, 19, 0, 0, tzinfo=dt.UTC)
@@ -443,3 +443,45 @@ def test_share_not_for_the_request_identity_is_refused(groups_image: hostkit.Ima
     _refused(
         groups_image, req.id, line, "approval share does not decrypt with the request's identity"
     )
+
+
+def test_progress_says_what_counts_and_what_is_missing() -> None:
+    assert progress((), 2) == "accepted 0 approvals; 2 more needed"
+    assert progress(("alice",), 2) == "accepted 1 approval (alice); 1 more needed"
+    assert progress(("alice", "bob"), 3) == "accepted 2 approvals (alice, bob); 1 more needed"
+    assert progress(("alice", "bob"), 2) == "accepted 2 approvals (alice, bob); 0 more needed"
+    assert progress(("alice", "bob", "carol"), 2).endswith("; 0 more needed")
+
+
+def test_approval_is_not_kept_in_a_folder_others_can_write(image: hostkit.Image) -> None:
+    # a planted approvals folder that others may write is refused by name, relative to the root
+    req = _request(image)
+    planted = Layout(image.root).approvals_dir(req.id)
+    planted.mkdir(parents=True, exist_ok=True)
+    planted.chmod(0o777)
+    alice = hostkit.lib_approve(req, image.approvers["alice"], T0)
+    with pytest.raises(StateError) as caught:
+        unseal(image.root, T0, req.id, [alice])
+    assert caught.value.message.startswith(f"unsafe directory {planted.relative_to(image.root)}: ")
+    assert load(image.root).pending is not None
+    assert load(image.root).pending.approvals == ()  # type: ignore[union-attr]
+
+
+def test_activation_failure_names_the_unsafe_folder(image: hostkit.Image) -> None:
+    # a scope folder planted so others may write it: nothing is decrypted into it, and the
+    # refusal says which folder and why, not just that a write failed
+    req = _request(image)
+    alice = hostkit.lib_approve(req, image.approvers["alice"], T0)
+    unseal(image.root, T0, req.id, [alice])
+    planted = image.root / "run/breakglass/ssh-emergency"
+    planted.mkdir(parents=True, exist_ok=True)
+    planted.chmod(0o777)
+    bob = hostkit.lib_approve(req, image.approvers["bob"], T0)
+    with pytest.raises(CheckFailed) as caught:
+        unseal(image.root, T0, req.id, [bob])
+    assert caught.value.message.startswith("activation failed: unsafe directory ")
+    assert hostkit.plaintext_files(image.root) == []
+    failed = _events(image, "activation-failed")
+    assert [e["details"]["reason"] for e in failed] == [  # type: ignore[index]
+        caught.value.message.removeprefix("activation failed: ")
+    ]

@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 
+from builder.approval import request as request_mod
 from builder.approval.quorum import Group
 from builder.approval.request import (
     APPROVAL_ARMOR,
+    MAX_REASON,
     REQUEST_ARMOR,
     Approval,
     ImageRef,
@@ -22,6 +24,7 @@ from builder.approval.request import (
     load_request,
     parse_time,
 )
+from builder.core import bounded
 from builder.core.canonical import digest, dumps
 from builder.core.errors import InputError
 
@@ -294,3 +297,36 @@ def test_times_are_utc_whatever_the_local_zone(monkeypatch: pytest.MonkeyPatch) 
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_reason_of_exactly_the_longest_length_is_accepted() -> None:
+    longest = "r" * MAX_REASON
+    assert UnsealRequest.from_dict(_set(REQUEST, "reason", longest)).reason == longest
+    with pytest.raises(InputError, match="reason is longer than 2000 characters"):
+        UnsealRequest.from_dict(_set(REQUEST, "reason", longest + "r"))
+
+
+def test_armored_line_size_bound_is_exact() -> None:
+    # the early bound on an armored line: 3/4 of its length, less the armor, may be the cap
+    line = REQUEST_ARMOR + request_mod._b64(dumps(REQUEST))
+    cap = bounded.cap("request")
+    fits = (cap + len(REQUEST_ARMOR)) * 4 // 3 + 1  # the longest length whose 3/4 is the cap
+    assert fits * 3 // 4 - len(REQUEST_ARMOR) == cap and fits * 3 % 4 != 0
+    padded = line + " " * (fits - len(line))
+    assert load_request(padded).id == REQUEST["id"]
+    with pytest.raises(InputError, match=f"request is larger than its cap of {cap} bytes"):
+        load_request(padded + " ")
+
+
+def test_request_file_size_bound_is_exact(tmp_path: Path) -> None:
+    # a file is read up to 4/3 of the cap plus 1 KiB; one byte more is refused unread
+    limit = bounded.cap("request") * 4 // 3 + 1024
+    path = tmp_path / "request"
+    path.write_bytes(b" " * limit)
+    with pytest.raises(InputError) as at_limit:
+        load_request(str(path))
+    assert at_limit.value.message.startswith("request is larger than its cap of ")
+    path.write_bytes(b" " * (limit + 1))
+    with pytest.raises(InputError) as over:
+        load_request(str(path))
+    assert over.value.message == f"{path}: request is larger than its cap"

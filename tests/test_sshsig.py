@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import os
+import struct
 import subprocess
 from pathlib import Path
 
@@ -82,6 +85,8 @@ def test_garbage_signature_is_rejected(alice: tuple[Path, str]) -> None:
         "not a signature",
         "-----BEGIN SSH SIGNATURE-----\n-----END SSH SIGNATURE-----\n",
         "\u00e9\x00",
+        # a lone surrogate, as text read with surrogateescape carries an undecodable byte
+        "-----BEGIN SSH SIGNATURE-----\n\udcff\n-----END SSH SIGNATURE-----\n",
     ):
         with pytest.raises(CheckFailed):
             sshsig.verify(DATA, garbage, {"alice": alice[1]}, NS)
@@ -257,3 +262,86 @@ def test_verification_prints_nothing(
     with pytest.raises(CheckFailed):
         sshsig.verify(DATA, signature, signers, NS, identity="mallory")
     assert capfd.readouterr() == ("", "")
+
+
+def _no_terminal() -> None:
+    """Skip when this process has a terminal: ssh-keygen would ask there for a passphrase."""
+    try:
+        os.close(os.open("/dev/tty", os.O_RDWR))
+    except OSError:
+        return
+    pytest.skip("a terminal is attached; ssh-keygen would prompt on it")
+
+
+def test_sign_never_reads_a_passphrase_from_our_stdin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # without a terminal ssh-keygen reads a key's passphrase from its stdin; ours may
+    # carry a request piped to us, so sign gives it nothing: the locked key fails at once
+    keygen = require_tool("ssh-keygen")
+    _no_terminal()
+    key = tmp_path / "locked"
+    subprocess.run(
+        [keygen, "-q", "-t", "ed25519", "-N", "hunter2", "-f", str(key)],
+        check=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "SSH_ASKPASS", "SSH_ASKPASS_REQUIRE"):
+        monkeypatch.delenv(name, raising=False)
+    read, write = os.pipe()
+    os.write(write, b"hunter2\n")
+    os.close(write)
+    saved = os.dup(0)
+    os.dup2(read, 0)
+    try:
+        with pytest.raises(InputError, match="ssh-keygen could not sign"):
+            sshsig.sign(DATA, key, NS)
+        assert os.read(0, 100) == b"hunter2\n"  # still there for its real reader
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
+        os.close(read)
+
+
+def _ssh_string(value: bytes) -> bytes:
+    return struct.pack(">I", len(value)) + value
+
+
+def _security_key_without_device(path: Path) -> None:
+    """An unencrypted OpenSSH ed25519-sk private key whose FIDO token is nowhere."""
+    kind = b"sk-ssh-ed25519@openssh.com"
+    public = _ssh_string(kind) + _ssh_string(b"\x11" * 32) + _ssh_string(b"ssh:")
+    private = (
+        struct.pack(">II", 7, 7) + public
+        + b"\x00"  # flags: no touch asked for, so the first thing it prints is the failure
+        + _ssh_string(b"\x01" * 32) + _ssh_string(b"") + _ssh_string(b"token@example")
+    )  # fmt: skip
+    private += bytes(range(1, 1 + (-len(private) % 8)))
+    blob = (
+        b"openssh-key-v1\x00" + _ssh_string(b"none") + _ssh_string(b"none") + _ssh_string(b"")
+        + struct.pack(">I", 1) + _ssh_string(public) + _ssh_string(private)
+    )  # fmt: skip
+    body = base64.b64encode(blob).decode()
+    lines = [body[i : i + 70] for i in range(0, len(body), 70)]
+    text = "\n".join(
+        ["-----BEGIN OPENSSH PRIVATE KEY-----", *lines, "-----END OPENSSH PRIVATE KEY-----"]
+    )
+    path.write_text(text + "\n")
+    path.chmod(0o600)
+
+
+def test_sign_failure_reports_the_reason_not_the_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the key loads, then signing fails (no token): the error quotes why, and not the
+    # "Signing file ..." line that ssh-keygen prints first unless told to be quiet
+    require_tool("ssh-keygen")
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    monkeypatch.delenv("SSH_SK_PROVIDER", raising=False)
+    key = tmp_path / "token"
+    _security_key_without_device(key)
+    with pytest.raises(InputError) as caught:
+        sshsig.sign(DATA, key, NS)
+    message = caught.value.message
+    assert message.startswith(f"{key}: ssh-keygen could not sign (")
+    assert "Signing file" not in message
+    assert "sign" in message.split("(", 1)[1]

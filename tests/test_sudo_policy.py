@@ -48,6 +48,38 @@ def test_allowed(command: str) -> None:
     assert shell_escape(command) is None
 
 
+NARROWER = "grant a narrower command, or write the entry as a mapping with allow_shell_escape"
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("/usr/bin/less /var/log/syslog",
+         ("it is a pager, and a pager runs commands (!sh)", NARROWER)),
+        ("less", ("it is a pager, and a pager runs commands (!sh)", NARROWER)),
+        ("/usr/bin/python3.11 -m http.server",
+         ("it is a shell or an interpreter: it runs anything", NARROWER)),
+        ("/usr/bin/find / -name x", ("find -exec runs any command", NARROWER)),
+        ("/bin/systemctl edit x", ("systemctl edit opens an editor", "grant the exact change instead")),
+        ("/bin/systemctl --no-pager edit x",
+         ("systemctl edit opens an editor", "grant the exact change instead")),
+        ("/usr/bin/journalctl -u x",
+         ("journalctl opens a pager (less) without --no-pager, and a pager runs commands (!sh)",
+          "add --no-pager: /usr/bin/journalctl --no-pager -u x")),
+    ],
+)  # fmt: skip
+def test_refusal_says_why_and_what_to_grant(command: str, expected: tuple[str, str]) -> None:
+    assert shell_escape(command) == expected
+
+
+def test_only_the_program_name_counts() -> None:
+    # the directory does not make a program safe, and an argument naming one does not make it unsafe
+    assert shell_escape("/opt/less/bin/id") is None
+    assert shell_escape("/usr/bin/id /usr/bin/less") is None
+    assert shell_escape("/usr/bin/id edit") is None
+    assert shell_escape("   ") is None
+
+
 def _spec(tmp_path: Path, entry: str) -> Path:
     assert LINE in EXAMPLE
     (tmp_path / "images").mkdir()

@@ -7,6 +7,7 @@ so that what we accept is exactly what any OpenSSH user can check.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -147,29 +148,17 @@ def verify_allowed_signers(
         raise CheckFailed("the allowed signers list is empty; refusing to verify")
     with tempfile.TemporaryDirectory(prefix="breakglass-verify-") as tmp:
         allowed_path = Path(tmp) / "allowed_signers"
-        allowed_path.write_text(allowed_signers, encoding="utf-8")
+        allowed_path.write_bytes(allowed_signers.encode())
         sig_path = Path(tmp) / "sig"
-        sig_path.write_text(signature, encoding="ascii", errors="replace")
+        # a lone surrogate (text read with surrogateescape) becomes "?": it fails to parse
+        sig_path.write_bytes(signature.encode(errors="replace"))
         principals = [identity] if identity else _principals(allowed_path, sig_path)
         for principal in principals:
-            proc = subprocess.run(
-                [
-                    _ssh_keygen(),
-                    "-Y",
-                    "verify",
-                    "-f",
-                    str(allowed_path),
-                    "-I",
-                    principal,
-                    "-n",
-                    namespace,
-                    "-s",
-                    str(sig_path),
-                ],
-                input=data,
-                capture_output=True,
-                check=False,
-            )
+            proc = _keygen(
+                "-Y", "verify", "-f", str(allowed_path), "-I", principal,
+                "-n", namespace, "-s", str(sig_path),
+                data=data,
+            )  # fmt: skip
             if proc.returncode == 0:
                 return principal
     raise CheckFailed("signature does not verify against the trusted keys")
@@ -183,15 +172,20 @@ def _check_word(what: str, text: str) -> None:
 
 
 def _principals(allowed_path: Path, sig_path: Path) -> list[str]:
-    proc = subprocess.run(
-        [_ssh_keygen(), "-Y", "find-principals", "-f", str(allowed_path), "-s", str(sig_path)],
-        capture_output=True,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-    return [p for p in proc.stdout.decode("utf-8", "replace").split() if p]
+    proc = _keygen("-Y", "find-principals", "-f", str(allowed_path), "-s", str(sig_path))
+    # a name goes back to ssh-keygen's command line as the same bytes
+    return [os.fsdecode(p) for p in proc.stdout.split()]
+
+
+def _keygen(*args: str, data: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    """Run ``ssh-keygen args``; ``data`` is all it can read on its standard input.
+
+    Never our own stdin: without a terminal ssh-keygen reads a key's passphrase
+    from it, which would swallow a request piped to us.
+    """
+    return subprocess.run([_ssh_keygen(), *args], input=data, capture_output=True, check=False)
 
 
 def _first_line(stderr: bytes) -> str:
-    lines = stderr.decode("utf-8", "replace").strip().splitlines()
+    lines = stderr.decode(errors="replace").strip().splitlines()
     return lines[0][:160] if lines else "no message"

@@ -107,7 +107,7 @@ def shell_escape(command: str) -> tuple[str, str] | None:
     argv = command.split()
     if not argv:
         return None
-    program = argv[0].rsplit("/", 1)[-1]
+    program = argv[0].rpartition("/")[2]
     if program in _PAGERS_BY_DEFAULT:
         if program == "systemctl" and "edit" in argv[1:]:
             return ("systemctl edit opens an editor", "grant the exact change instead")
