@@ -12,6 +12,7 @@ import json
 import os
 import stat
 import subprocess
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -250,8 +251,6 @@ def test_status_counts_no_more_than_the_ttl_when_the_clock_goes_back(image: host
 
 @pytest.mark.e2e
 def test_boot_clock_closes_the_window_when_the_wall_clock_lags(image: hostkit.Image) -> None:
-    import time
-
     start = time.monotonic()
     _activate(image, ttl=4)
     time.sleep(max(0.0, 5.5 - (time.monotonic() - start)))
@@ -309,6 +308,75 @@ def test_frozen_clock_is_honoured_only_by_a_drill_manifest(tmp_path: Path) -> No
         assert clock.boot(tmp_path)[1] < 1577836800
     finally:
         del os.environ[clock.FROZEN_ENV]
+
+
+def _drill_root(tmp_path: Path, image: object) -> Path:
+    manifest = tmp_path / clock.MANIFEST
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    manifest.write_bytes(dumps({"image": image}))
+    return tmp_path
+
+
+def test_frozen_clock_warns_on_stderr_when_read_for_now(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _drill_root(tmp_path, {"name": "x", "drill": True})
+    monkeypatch.setenv(clock.FROZEN_ENV, "2020-01-01T00:00:00Z")
+    assert clock.now(root) == dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert out.err == "breakglass: warning: unsafe frozen clock at 2020-01-01T00:00:00Z\n"
+    # the boot clock stops too, silently: a command reads it after `now` has warned
+    assert clock.boot(root)[1] == 1577836800
+    assert capsys.readouterr() == ("", "")
+    # a malformed value is ignored, with a warning, by `now` only
+    monkeypatch.setenv(clock.FROZEN_ENV, "2020-01-01 00:00:00")
+    moment = clock.now(root)
+    assert moment.year >= 2026
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert out.err == f"breakglass: warning: ignoring malformed {clock.FROZEN_ENV}\n"
+    assert clock.boot(root)[1] < 1577836800
+    assert capsys.readouterr() == ("", "")
+
+
+def test_now_is_utc_in_whole_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(clock.FROZEN_ENV, raising=False)
+    moment = clock.now()
+    assert moment.tzinfo is dt.UTC and moment.microsecond == 0
+    assert abs((dt.datetime.now(dt.UTC) - moment).total_seconds()) < 60
+
+
+@pytest.mark.parametrize("manifest", [
+    None, b"", b"not json", b"[]", b'"image"', b'{"image": []}', b'{"image": "drill"}',
+    b'{"name": "x"}', b'{"image": {"drill": "true"}}', b'{"image": {"drill": 1}}',
+])  # fmt: skip
+def test_only_a_manifest_saying_drill_true_is_a_drill_image(
+    tmp_path: Path, manifest: bytes | None
+) -> None:
+    if manifest is not None:
+        _drill_root(tmp_path, None).joinpath(clock.MANIFEST).write_bytes(manifest)
+    assert clock.is_drill_image(tmp_path) is False
+    assert clock.is_drill_image(_drill_root(tmp_path, {"drill": True})) is True
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    (b"8d2f0c3e-5a7b-4c1d-9e0f-123456789abc\n", "8d2f0c3e-5a7b-4c1d-9e0f-123456789abc"),
+    (b"\n", "unknown"),  # empty
+    ("b\u00e9\n".encode(), "unknown"),  # not ASCII
+    (None, "unknown"),  # unreadable
+])  # fmt: skip
+def test_boot_id_reads_unknown_when_empty_or_unreadable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes | None, expected: str
+) -> None:
+    path = tmp_path / "boot_id"
+    if content is not None:
+        path.write_bytes(content)
+    monkeypatch.setattr(clock, "BOOT_ID", str(path))
+    monkeypatch.delenv(clock.FROZEN_ENV, raising=False)
+    boot_id, seconds = clock.boot()
+    assert boot_id == expected
+    assert 0 < seconds <= time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 def test_drill_builds_mark_the_manifest_and_others_do_not() -> None:
