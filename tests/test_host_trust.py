@@ -25,7 +25,7 @@ from builder.host import audit, clock, grant, wipe
 from builder.host.authorized_keys import fast_main
 from builder.host.layout import Layout
 from builder.host.request import open_request
-from builder.host.state import active_scope, load, save
+from builder.host.state import Active, active_scope, load, save
 from builder.host.unseal import unseal
 from tests import hostkit
 
@@ -178,6 +178,93 @@ def test_unprivileged_path_trusts_only_the_grant(image: hostkit.Image) -> None:
     (image.root / grant.GRANT).unlink()
     assert open_scope(image.root, _now(), boot) is None
     assert rid
+
+
+def _plant(image: hostkit.Image, active: Active, *, audited: bool = True, **event: object) -> None:
+    """Make ``active`` the state's record and its grant; with ``audited``, append its event too.
+
+    ``event`` overrides fields of the ``activated`` event (``details`` merges).
+    """
+    current = load(image.root)
+    save(image.root, replace(current, active=active))
+    (image.root / grant.GRANT).write_bytes(dumps(active.to_dict()))
+    if audited:
+        record = active.to_dict()
+        details = {"activated_at": record["activated_at"], "expires_at": record["expires_at"]}
+        details.update(event.pop("details", {}))  # type: ignore[call-overload]
+        fields: dict[str, object] = {"request_id": active.request_id, "scope": active.scope}
+        fields.update(event)
+        audit.append(Layout(image.root), active.activated_at, "activated", details=details,
+                     **fields)  # type: ignore[arg-type]  # fmt: skip
+
+
+def test_forged_names_the_check_that_failed(image: hostkit.Image) -> None:
+    from builder.host import activation
+
+    _activate(image, ttl=600)
+    layout = Layout(image.root)
+    current = load(image.root)
+    a = current.active
+    assert a is not None
+    assert activation.forged(layout, a) is None
+    assert activation.problem(layout, a, _now(), clock.boot()) is None
+    # check 1: the grant
+    shorter = replace(a, expires_at=a.expires_at - dt.timedelta(seconds=1))
+    assert (
+        activation.forged(layout, shorter) == "the active record differs from its activation grant"
+    )
+    assert activation.problem(layout, shorter, _now(), clock.boot()) == (
+        "tampered", {"found": "the active record differs from its activation grant"})  # fmt: skip
+    # check 2: the scope and its ttl cap (3600 s for ssh-emergency), a full hour is within it
+    hour = replace(a, expires_at=a.activated_at + dt.timedelta(seconds=3600))
+    _plant(image, hour)
+    assert activation.forged(layout, hour) is None
+    longer = replace(a, expires_at=a.activated_at + dt.timedelta(seconds=3601))
+    _plant(image, longer)
+    assert activation.forged(layout, longer) == (
+        "a window of 3601s exceeds the ttl cap of scope ssh-emergency (3600s)"
+    )
+    elsewhere = replace(a, scope="no-such-scope")
+    _plant(image, elsewhere)
+    assert activation.forged(layout, elsewhere) == "the image has no scope 'no-such-scope'"
+    # check 3: the last audited activation, field by field
+    _plant(image, a)
+    assert activation.forged(layout, a) is None
+    for change in ({"request_id": "0" * 32}, {"scope": "agent-backup"},
+                   {"details": {"activated_at": "2026-01-01T00:00:00Z"}},
+                   {"details": {"expires_at": "2099-01-01T00:00:00Z"}}):  # fmt: skip
+        _plant(image, a, **change)
+        assert activation.forged(layout, a) == "no audited activation matches the active record", (
+            change
+        )
+        _plant(image, a)
+        assert activation.forged(layout, a) is None
+    # another event after the activation changes nothing
+    audit.append(layout, _now(), "status", request_id=a.request_id, scope=a.scope)
+    assert activation.forged(layout, a) is None
+
+
+def test_forged_when_the_image_or_the_log_cannot_be_read(image: hostkit.Image) -> None:
+    from builder.host import activation
+
+    _activate(image)
+    layout = Layout(image.root)
+    a = load(image.root).active
+    assert a is not None
+    log = image.root / "var/lib/breakglass/audit.jsonl"
+    good = log.read_bytes()
+    assert good.startswith(b'{"actor":') and b'"seq":1,' in good
+    log.write_bytes(good.replace(b'"seq":1,', b'"seq":9,', 1))
+    assert activation.forged(layout, a) == (
+        "the audit log does not verify (audit log line 1: sequence number 9 where 1 was expected)"
+    )
+    log.write_bytes(good)
+    assert activation.forged(layout, a) is None
+    manifest = image.root / "etc/breakglass/manifest.json"
+    manifest.write_bytes(b"{")
+    why = activation.forged(layout, a)
+    prefix = f"the image manifest is unreadable ({manifest}: manifest is not valid json ("
+    assert why is not None and why.startswith(prefix) and why.endswith("))"), why
 
 
 # ---- 2. a window the wall clock cannot stretch ------------------------------------------
