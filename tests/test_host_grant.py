@@ -15,6 +15,7 @@ import pytest
 
 from builder.core.canonical import dumps
 from builder.host import grant
+from tests.conftest import require_root
 
 T0 = dt.datetime(2026, 11, 29, 19, 0, tzinfo=dt.UTC)
 RECORD: dict[str, object] = {
@@ -59,6 +60,23 @@ def test_read_refuses_a_link_a_directory_and_a_fifo(tmp_path: Path) -> None:
     (tmp_path / grant.GRANT).rmdir()
     os.mkfifo(tmp_path / grant.GRANT, 0o600)
     assert grant.read(tmp_path) is None  # and without blocking on the pipe
+    # a pipe that holds a well-formed record is still not the unseal's file
+    fd = os.open(tmp_path / grant.GRANT, os.O_RDWR | os.O_NONBLOCK)
+    try:
+        os.write(fd, dumps(RECORD))
+        assert grant.read(tmp_path) is None
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("uid", [1, 4321])
+def test_read_refuses_a_grant_another_user_owns(tmp_path: Path, uid: int) -> None:
+    require_root("chown to another user")
+    path = _write(tmp_path, dumps(RECORD))
+    os.chown(path, uid, -1)
+    assert grant.read(tmp_path) is None
+    os.chown(path, 0, -1)
+    assert grant.read(tmp_path) == RECORD
 
 
 @pytest.mark.parametrize("data", [
@@ -73,12 +91,13 @@ def test_read_refuses_what_the_unseal_does_not_write(tmp_path: Path, data: bytes
 
 def test_read_accepts_up_to_max_bytes(tmp_path: Path) -> None:
     assert grant.MAX_BYTES == 64 * 1024
-    empty = len(dumps({**RECORD, "files": [""]}))
-    fits = dumps({**RECORD, "files": ["x" * (grant.MAX_BYTES - empty)]})
+    # without the newline, so that a byte missed at the end breaks the json
+    empty = len(dumps({**RECORD, "files": [""]}).rstrip(b"\n"))
+    fits = dumps({**RECORD, "files": ["x" * (grant.MAX_BYTES - empty)]}).rstrip(b"\n")
     assert len(fits) == grant.MAX_BYTES
     _write(tmp_path, fits)
     assert grant.read(tmp_path) == json.loads(fits)
-    _write(tmp_path, dumps({**RECORD, "files": ["x" * (grant.MAX_BYTES - empty + 1)]}))
+    _write(tmp_path, fits + b"\n")
     assert grant.read(tmp_path) is None
 
 

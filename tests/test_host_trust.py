@@ -242,6 +242,14 @@ def test_forged_names_the_check_that_failed(image: hostkit.Image) -> None:
     # another event after the activation changes nothing
     audit.append(layout, _now(), "status", request_id=a.request_id, scope=a.scope)
     assert activation.forged(layout, a) is None
+    # a log that verifies but never saw an activation
+    (image.root / "var/lib/breakglass/audit.jsonl").unlink()
+    (image.root / "var/lib/breakglass/audit.head").unlink()
+    audit.append(layout, _now(), "requested", request_id=a.request_id, scope=a.scope)
+    assert activation.forged(layout, a) == "no audited activation matches the active record"
+    # check 1 again: no grant at all
+    (image.root / grant.GRANT).unlink()
+    assert activation.forged(layout, a) == "no activation grant in the runtime directory"
 
 
 def test_forged_when_the_image_or_the_log_cannot_be_read(image: hostkit.Image) -> None:
