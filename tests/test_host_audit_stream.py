@@ -82,3 +82,12 @@ def test_the_verify_encoder_is_the_canonical_one(document: object) -> None:
     from builder.core.canonical import dumps
 
     assert audit._canonical(document) == dumps(document)
+    # built afresh too: the module builds it once, at import
+    assert audit._make_canonical()(document) == dumps(document)
+
+
+def test_the_verify_encoder_refuses_what_json_cannot_hold() -> None:
+    canonical = audit._make_canonical()
+    with pytest.raises(TypeError, match="not json: set"):
+        canonical({"a": {1}})
+    assert canonical({"b": 1, "a": "\u00e9"}) == '{"a":"\u00e9","b":1}\n'.encode()

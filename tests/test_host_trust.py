@@ -12,6 +12,7 @@ import json
 import os
 import stat
 import subprocess
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from builder.host import audit, clock, grant, wipe
 from builder.host.authorized_keys import fast_main
 from builder.host.layout import Layout
 from builder.host.request import open_request
-from builder.host.state import active_scope, load, save
+from builder.host.state import Active, active_scope, load, save
 from builder.host.unseal import unseal
 from tests import hostkit
 
@@ -179,6 +180,101 @@ def test_unprivileged_path_trusts_only_the_grant(image: hostkit.Image) -> None:
     assert rid
 
 
+def _plant(image: hostkit.Image, active: Active, *, audited: bool = True, **event: object) -> None:
+    """Make ``active`` the state's record and its grant; with ``audited``, append its event too.
+
+    ``event`` overrides fields of the ``activated`` event (``details`` merges).
+    """
+    current = load(image.root)
+    save(image.root, replace(current, active=active))
+    (image.root / grant.GRANT).write_bytes(dumps(active.to_dict()))
+    if audited:
+        record = active.to_dict()
+        details = {"activated_at": record["activated_at"], "expires_at": record["expires_at"]}
+        details.update(event.pop("details", {}))  # type: ignore[call-overload]
+        fields: dict[str, object] = {"request_id": active.request_id, "scope": active.scope}
+        fields.update(event)
+        audit.append(Layout(image.root), active.activated_at, "activated", details=details,
+                     **fields)  # type: ignore[arg-type]  # fmt: skip
+
+
+def test_forged_names_the_check_that_failed(image: hostkit.Image) -> None:
+    from builder.host import activation
+
+    _activate(image, ttl=600)
+    layout = Layout(image.root)
+    current = load(image.root)
+    a = current.active
+    assert a is not None
+    assert activation.forged(layout, a) is None
+    assert activation.problem(layout, a, _now(), clock.boot()) is None
+    # check 1: the grant
+    shorter = replace(a, expires_at=a.expires_at - dt.timedelta(seconds=1))
+    assert (
+        activation.forged(layout, shorter) == "the active record differs from its activation grant"
+    )
+    assert activation.problem(layout, shorter, _now(), clock.boot()) == (
+        "tampered", {"found": "the active record differs from its activation grant"})  # fmt: skip
+    # check 2: the scope and its ttl cap (3600 s for ssh-emergency), a full hour is within it
+    hour = replace(a, expires_at=a.activated_at + dt.timedelta(seconds=3600))
+    _plant(image, hour)
+    assert activation.forged(layout, hour) is None
+    longer = replace(a, expires_at=a.activated_at + dt.timedelta(seconds=3601))
+    _plant(image, longer)
+    assert activation.forged(layout, longer) == (
+        "a window of 3601s exceeds the ttl cap of scope ssh-emergency (3600s)"
+    )
+    elsewhere = replace(a, scope="no-such-scope")
+    _plant(image, elsewhere)
+    assert activation.forged(layout, elsewhere) == "the image has no scope 'no-such-scope'"
+    # check 3: the last audited activation, field by field
+    _plant(image, a)
+    assert activation.forged(layout, a) is None
+    for change in ({"request_id": "0" * 32}, {"scope": "agent-backup"},
+                   {"details": {"activated_at": "2026-01-01T00:00:00Z"}},
+                   {"details": {"expires_at": "2099-01-01T00:00:00Z"}}):  # fmt: skip
+        _plant(image, a, **change)
+        assert activation.forged(layout, a) == "no audited activation matches the active record", (
+            change
+        )
+        _plant(image, a)
+        assert activation.forged(layout, a) is None
+    # another event after the activation changes nothing
+    audit.append(layout, _now(), "status", request_id=a.request_id, scope=a.scope)
+    assert activation.forged(layout, a) is None
+    # a log that verifies but never saw an activation
+    (image.root / "var/lib/breakglass/audit.jsonl").unlink()
+    (image.root / "var/lib/breakglass/audit.head").unlink()
+    audit.append(layout, _now(), "requested", request_id=a.request_id, scope=a.scope)
+    assert activation.forged(layout, a) == "no audited activation matches the active record"
+    # check 1 again: no grant at all
+    (image.root / grant.GRANT).unlink()
+    assert activation.forged(layout, a) == "no activation grant in the runtime directory"
+
+
+def test_forged_when_the_image_or_the_log_cannot_be_read(image: hostkit.Image) -> None:
+    from builder.host import activation
+
+    _activate(image)
+    layout = Layout(image.root)
+    a = load(image.root).active
+    assert a is not None
+    log = image.root / "var/lib/breakglass/audit.jsonl"
+    good = log.read_bytes()
+    assert good.startswith(b'{"actor":') and b'"seq":1,' in good
+    log.write_bytes(good.replace(b'"seq":1,', b'"seq":9,', 1))
+    assert activation.forged(layout, a) == (
+        "the audit log does not verify (audit log line 1: sequence number 9 where 1 was expected)"
+    )
+    log.write_bytes(good)
+    assert activation.forged(layout, a) is None
+    manifest = image.root / "etc/breakglass/manifest.json"
+    manifest.write_bytes(b"{")
+    why = activation.forged(layout, a)
+    prefix = f"the image manifest is unreadable ({manifest}: manifest is not valid json ("
+    assert why is not None and why.startswith(prefix) and why.endswith("))"), why
+
+
 # ---- 2. a window the wall clock cannot stretch ------------------------------------------
 
 
@@ -250,8 +346,6 @@ def test_status_counts_no_more_than_the_ttl_when_the_clock_goes_back(image: host
 
 @pytest.mark.e2e
 def test_boot_clock_closes_the_window_when_the_wall_clock_lags(image: hostkit.Image) -> None:
-    import time
-
     start = time.monotonic()
     _activate(image, ttl=4)
     time.sleep(max(0.0, 5.5 - (time.monotonic() - start)))
@@ -309,6 +403,75 @@ def test_frozen_clock_is_honoured_only_by_a_drill_manifest(tmp_path: Path) -> No
         assert clock.boot(tmp_path)[1] < 1577836800
     finally:
         del os.environ[clock.FROZEN_ENV]
+
+
+def _drill_root(tmp_path: Path, image: object) -> Path:
+    manifest = tmp_path / clock.MANIFEST
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    manifest.write_bytes(dumps({"image": image}))
+    return tmp_path
+
+
+def test_frozen_clock_warns_on_stderr_when_read_for_now(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _drill_root(tmp_path, {"name": "x", "drill": True})
+    monkeypatch.setenv(clock.FROZEN_ENV, "2020-01-01T00:00:00Z")
+    assert clock.now(root) == dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert out.err == "breakglass: warning: unsafe frozen clock at 2020-01-01T00:00:00Z\n"
+    # the boot clock stops too, silently: a command reads it after `now` has warned
+    assert clock.boot(root)[1] == 1577836800
+    assert capsys.readouterr() == ("", "")
+    # a malformed value is ignored, with a warning, by `now` only
+    monkeypatch.setenv(clock.FROZEN_ENV, "2020-01-01 00:00:00")
+    moment = clock.now(root)
+    assert moment.year >= 2026
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert out.err == f"breakglass: warning: ignoring malformed {clock.FROZEN_ENV}\n"
+    assert clock.boot(root)[1] < 1577836800
+    assert capsys.readouterr() == ("", "")
+
+
+def test_now_is_utc_in_whole_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(clock.FROZEN_ENV, raising=False)
+    moment = clock.now()
+    assert moment.tzinfo is dt.UTC and moment.microsecond == 0
+    assert abs((dt.datetime.now(dt.UTC) - moment).total_seconds()) < 60
+
+
+@pytest.mark.parametrize("manifest", [
+    None, b"", b"not json", b"[]", b'"image"', b'{"image": []}', b'{"image": "drill"}',
+    b'{"name": "x"}', b'{"image": {"drill": "true"}}', b'{"image": {"drill": 1}}',
+])  # fmt: skip
+def test_only_a_manifest_saying_drill_true_is_a_drill_image(
+    tmp_path: Path, manifest: bytes | None
+) -> None:
+    if manifest is not None:
+        _drill_root(tmp_path, None).joinpath(clock.MANIFEST).write_bytes(manifest)
+    assert clock.is_drill_image(tmp_path) is False
+    assert clock.is_drill_image(_drill_root(tmp_path, {"drill": True})) is True
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    (b"8d2f0c3e-5a7b-4c1d-9e0f-123456789abc\n", "8d2f0c3e-5a7b-4c1d-9e0f-123456789abc"),
+    (b"\n", "unknown"),  # empty
+    ("b\u00e9\n".encode(), "unknown"),  # not ASCII
+    (None, "unknown"),  # unreadable
+])  # fmt: skip
+def test_boot_id_reads_unknown_when_empty_or_unreadable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes | None, expected: str
+) -> None:
+    path = tmp_path / "boot_id"
+    if content is not None:
+        path.write_bytes(content)
+    monkeypatch.setattr(clock, "BOOT_ID", str(path))
+    monkeypatch.delenv(clock.FROZEN_ENV, raising=False)
+    boot_id, seconds = clock.boot()
+    assert boot_id == expected
+    assert 0 < seconds <= time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 def test_drill_builds_mark_the_manifest_and_others_do_not() -> None:

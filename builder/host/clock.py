@@ -47,7 +47,8 @@ def is_drill_image(root: Root) -> bool:
 
     try:
         doc = bounded.load_json(bounded.read(os.path.join(root, MANIFEST), "manifest"), "manifest")
-        return doc["image"].get("drill") is True if isinstance(doc, dict) else False
+        # a document that is not an object fails the subscript or ``get``: TypeError, AttributeError
+        return doc["image"].get("drill") is True
     except (OSError, InputError, KeyError, TypeError, AttributeError):
         return False
 
@@ -88,12 +89,12 @@ def boot(root: Root | None = None) -> tuple[str, int]:
 
     The seconds are floored, so a window measured on them can end up to a
     second early, never late. An unreadable boot id reads as ``unknown``,
-    which matches no recorded boot.
+    which matches no recorded boot; so does one that is not ASCII.
     """
     try:
         with open(BOOT_ID, encoding="ascii") as f:
             boot_id = f.read().strip() or "unknown"
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         boot_id = "unknown"
     moment = _frozen_at(root, warn=False)
     if moment is not None:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 _FORBIDDEN_WRITE = stat.S_IWGRP | stat.S_IWOTH
+_CHUNK = 1 << 16  # how much one read asks for
 
 
 def unsafe_reason(path: Path) -> str | None:
@@ -129,7 +130,10 @@ def read_file(path: str | PathLike[str], *, limit: int | None = None) -> bytes:
             raise OSError(f"{os.path.basename(path)} is not a regular file")
         chunks = []
         size = 0
-        while (limit is None or size <= limit) and (chunk := os.read(fd, 1 << 16)):
+        while limit is None or size <= limit:
+            chunk = os.read(fd, _CHUNK if limit is None else min(_CHUNK, limit + 1 - size))
+            if not chunk:
+                break
             chunks.append(chunk)
             size += len(chunk)
         return b"".join(chunks)
