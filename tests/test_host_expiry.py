@@ -128,9 +128,7 @@ def test_cli_errors_are_one_line(image: hostkit.Image) -> None:
     r = hostkit.run("host", "request", "--root", root, "--scope", "ssh-emergency", "--ttl", "2h",
                     "--reason", "x", "--requester", "dave")  # fmt: skip
     assert r.returncode == 2
-    assert (
-        r.stderr == "breakglass: error: ttl 2h exceeds the cap of scope ssh-emergency (1h)\n"
-    )
+    assert r.stderr == "breakglass: error: ttl 2h exceeds the cap of scope ssh-emergency (1h)\n"
     r = hostkit.run("host", "unseal", "--root", root, "0" * 32, "BREAKGLASS-APPROVAL-1:AAAA")
     assert r.returncode == 1
     assert r.stderr == (
