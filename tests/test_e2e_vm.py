@@ -8,7 +8,9 @@ host-key check. Software emulation (tcg) where kvm cannot run a guest: expect mi
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
 import json
 import os
 import subprocess
@@ -30,6 +32,8 @@ pytestmark = pytest.mark.e2e
 OFFLINE = {"CHECKPOINT_DISABLE": "1"}
 BG = "/usr/local/bin/breakglass"
 KEY_IN_VM = "/run/breakglass/ssh-emergency/emergency-ssh-key"
+RECORDINGS = "/var/lib/breakglass/recordings"
+SUDO_CMD = "sudo journalctl --no-pager -n 1"  # the example's scope allows exactly this line
 
 
 @dataclass(frozen=True)
@@ -245,6 +249,13 @@ def test_quorum_opens_login_expiry_closes_it_and_a_reboot_comes_back_dormant(
     login = _login(vm, key)
     assert login.returncode == 0, login.stderr
     assert login.stdout.strip() == EMERGENCY_USER
+    # a recorded session: one command, and one through sudo that only the scope's rule allows
+    worked = vm.ssh("sh", "-c", f"echo hello && {SUDO_CMD}", user=EMERGENCY_USER, key=key)
+    assert worked.returncode == 0, worked.stderr
+    said = [line.strip() for line in worked.stdout.splitlines()]  # hello, the journal's last line
+    assert said[0] == "hello" and len(said) == 2 and said[1], worked.stdout
+    refused_sudo = vm.ssh("sudo", "-n", "journalctl", "-n", "1", user=EMERGENCY_USER, key=key)
+    assert refused_sudo.returncode != 0 and "password is required" in refused_sudo.stdout
 
     # nothing is run by hand from here: sshd's AuthorizedKeysCommand and the timer close it
     expires = dt.datetime.strptime(opened["expires_at"], "%Y-%m-%dT%H:%M:%SZ")
@@ -261,6 +272,7 @@ def test_quorum_opens_login_expiry_closes_it_and_a_reboot_comes_back_dormant(
         time.sleep(2)
     kinds = [e["event"] for e in json.loads(_root(vm, BG, "host", "audit", "show", "--json"))]
     assert kinds[kinds.index("activated") :].count("expired") == 1, kinds
+    _review_the_recorded_session(vm, rid, said[1])
 
     # window 2, left open across a reboot: /run is emptied, the host comes back DORMANT
     rid, request = _request(vm, tmp_path, "10m")
@@ -280,6 +292,47 @@ def test_quorum_opens_login_expiry_closes_it_and_a_reboot_comes_back_dormant(
     last_activated = len(kinds) - 1 - kinds[::-1].index("activated")
     # the first command after the reboot found ACTIVE without its plaintext and resealed
     assert "recovered" in kinds[last_activated + 1 :], kinds
+
+
+def _review_the_recorded_session(vm: BootedVM, rid: str, journal_line: str) -> None:
+    """``host report`` shows the session's recording with the digest the audit chain holds (the
+    file's own sha256; what the session printed in it) and the command run through sudo;
+    ``audit verify`` passes, and fails naming the recording once a byte of it changes."""
+    doc = _host(vm, "report", rid)
+    logins = [t["details"] for t in doc["timeline"] if t["what"] == "login"]
+    assert [d["user"] for d in logins] == [EMERGENCY_USER] * 3, logins
+    io_name = logins[1]["recording"][0]  # the second login ran `echo hello` and sudo
+    [entry] = [r for r in doc["recordings"] if r["name"] == io_name]
+    path = f"{RECORDINGS}/{io_name}"
+    data = base64.b64decode(_root(vm, "base64", "-w0", path))
+    assert b"hello\r\n" in data and journal_line.encode() in data, data
+    assert entry["sha256"] == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert entry["size"] == len(data)
+    assert entry["replay"].startswith("scriptreplay --log-timing ")
+    chained = [
+        f
+        for e in json.loads(_root(vm, BG, "host", "audit", "show", "--json"))
+        if e["event"] == "session-recorded"
+        for f in e["details"]["files"]
+    ]
+    assert [f["sha256"] for f in chained if f["name"] == io_name] == [entry["sha256"]]
+    # sudo's own I/O log of that command, hashed at the reseal
+    commands = [(c["command"], c["user"], c["runas"]) for c in doc["sudo"]]
+    assert commands == [(SUDO_CMD.removeprefix("sudo "), EMERGENCY_USER, "root")], doc["sudo"]
+    assert any(r["name"].startswith("sudo/") for r in doc["recordings"]), doc["recordings"]
+    text = _root(vm, BG, "host", "report", rid)
+    assert entry["sha256"] in text and SUDO_CMD.removeprefix("sudo ") in text, text
+    assert _host(vm, "audit", "verify")["ok"] is True
+
+    # one byte of the recording changed: verify names it; put back, it passes again
+    flip = "b = bytearray(open(p, 'rb').read()); b[0] ^= 0xFF; open(p, 'wb').write(b)"
+    _root(vm, "python3", "-c", f"import sys; p = sys.argv[1]; {flip}", path)
+    bad = vm.ssh(BG, "host", "audit", "verify")
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert f"recording {io_name} (audit log line" in bad.stderr and "edited" in bad.stderr
+    restored = vm.ssh("sh", "-c", f"base64 -d > {path}", stdin=base64.b64encode(data))
+    assert restored.returncode == 0, restored.stderr
+    assert _host(vm, "audit", "verify")["ok"] is True
 
 
 def test_exact_expiry_without_the_tick_refuses_and_closes_an_open_session(

@@ -109,7 +109,8 @@ def test_rendered_sudoers_carry_noexec_and_pass_visudo(tmp_path: Path) -> None:
     assert rules == [
         "breakglass ALL=(root) NOPASSWD: BREAKGLASS_RECORD",
         "breakglass ALL=(root) NOPASSWD: NOEXEC: /usr/bin/systemctl --no-pager restart "
-        "deploy-agent, /usr/bin/journalctl --no-pager -u deploy-agent",
+        "deploy-agent, /usr/bin/journalctl --no-pager -u deploy-agent, "
+        "/usr/bin/journalctl --no-pager -n 1",
     ]
     path = tmp_path / "breakglass"
     path.write_bytes(sudoers)
