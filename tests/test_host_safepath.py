@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
 import signal
 import stat
 from collections.abc import Iterator
@@ -175,7 +174,7 @@ def test_write_file_never_writes_through_a_planted_temp_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # the temp name is random; with a known one, what sits there is refused, never followed
-    monkeypatch.setattr(secrets, "token_hex", lambda n: "0" * (2 * n))
+    monkeypatch.setattr(os, "urandom", lambda n: bytes(n))
     target = tmp_path / "target"
     target.write_bytes(b"theirs")
     room = tmp_path / "room"
