@@ -72,10 +72,30 @@ def test_dumps_sorts_keys(document: dict[str, int]) -> None:
 
 
 def test_dumps_refuses_what_json_cannot_say() -> None:
-    with pytest.raises((TypeError, ValueError)):
+    with pytest.raises(TypeError, match="Secret is not JSON serializable"):
         canonical.dumps({"secret": Secret(VALUE)})
-    with pytest.raises((TypeError, ValueError)):
-        canonical.dumps({b"bytes": 1})
+    with pytest.raises(TypeError, match="keys must be str"):
+        canonical.dumps({b"bytes": 1})  # refused, never skipped
+    for number in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(ValueError, match="not JSON compliant"):
+            canonical.dumps({"n": [number]})
+    loop: list[object] = []
+    loop.append(loop)
+    with pytest.raises(ValueError, match="Circular reference"):
+        canonical.dumps({"loop": loop})
+
+
+def test_dumps_of_each_kind_of_value() -> None:
+    # what json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False) gives
+    assert canonical.dumps('é\n"') == '"é\\n\\""\n'.encode()
+    assert canonical.dumps({"b": [1, 2.5, None, True, False], "a": {"z": "ü", "y": ""}}) == (
+        '{"a":{"y":"","z":"ü"},"b":[1,2.5,null,true,false]}\n'.encode()
+    )
+    assert canonical.dumps([]) == b"[]\n" and canonical.dumps(7) == b"7\n"
+    # a fresh encoder each call: an object seen in one call is no cycle in the next
+    shared = {"k": 1}
+    assert canonical.dumps([shared, shared]) == b'[{"k":1},{"k":1}]\n'
+    assert canonical.dumps([shared]) == b'[{"k":1}]\n'
 
 
 def test_secret_reveals_only_through_reveal() -> None:

@@ -345,3 +345,22 @@ def test_sign_failure_reports_the_reason_not_the_progress(
     assert message.startswith(f"{key}: ssh-keygen could not sign (")
     assert "Signing file" not in message
     assert "sign" in message.split("(", 1)[1]
+
+
+def test_cancelled_signing_stops_ssh_keygen_and_leaves_no_files(alice: tuple[Path, str]) -> None:
+    # a build that fails after starting to sign cancels: no ssh-keygen left, no message on disk
+    signing = sshsig.start_sign(b"manifest", alice[0], "breakglass-image")
+    folder = Path(signing._tmp.name)
+    assert (folder / "message").read_bytes() == b"manifest"
+    signing.cancel()
+    assert signing._proc.returncode is not None
+    assert not folder.exists()
+    signing.cancel()  # a second cancel has nothing left to stop
+
+
+def test_signing_result_then_cancel_keeps_the_signature(alice: tuple[Path, str]) -> None:
+    signing = sshsig.start_sign(b"manifest", alice[0], "breakglass-image")
+    armored = signing.result()
+    signing.cancel()
+    assert armored.startswith("-----BEGIN SSH SIGNATURE-----")
+    assert sshsig.verify(b"manifest", armored, {"alice": alice[1]}, "breakglass-image") == "alice"

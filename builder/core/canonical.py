@@ -13,9 +13,10 @@ hash of a manifest); the digests are the same.
 
 from __future__ import annotations
 
+from _json import encode_basestring, make_encoder  # CPython's C encoder, what json uses
+
 TYPE_CHECKING = False  # typing itself costs the start of every host command
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from typing import Any
 
 _SMALL = 64 * 1024  # below this, the built-in sha256 is quicker than loading OpenSSL
@@ -25,30 +26,21 @@ def _refuse(value: object) -> object:
     raise TypeError(f"Object of type {value.__class__.__name__} is not JSON serializable")
 
 
-def _c_encoder() -> tuple[Callable[..., Any], Callable[[str], str]] | None:
-    try:
-        from _json import encode_basestring, make_encoder
-    except ImportError:  # pragma: no cover - CPython always has it
-        return None
-    return make_encoder, encode_basestring
-
-
-_C = _c_encoder()
-
-
 def dumps(document: Any) -> bytes:
-    """Return the canonical encoding of ``document``."""
-    if _C is None:  # pragma: no cover
-        import json
+    """Return the canonical encoding of ``document``.
 
-        text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return text.encode("utf-8") + b"\n"
-    make, encode_string = _C
+    Raises TypeError for what JSON cannot say (bytes, a non-string key, any other object)
+    and ValueError for a circular reference or a number JSON has no word for (NaN, infinity).
+    """
     if isinstance(document, str):
-        return encode_string(document).encode("utf-8") + b"\n"
-    # a fresh encoder per call, as JSONEncoder.encode makes one: its cycle markers start empty
-    encode = make({}, _refuse, encode_string, None, ":", ",", True, False, True)
-    return "".join(encode(document, 0)).encode("utf-8") + b"\n"
+        return encode_basestring(document).encode() + b"\n"
+    # a fresh encoder per call, as JSONEncoder.encode makes one: its cycle markers start empty;
+    # the arguments: markers, default, string encoder, indent, separators, sort_keys,
+    # skipkeys, allow_nan
+    encode = make_encoder({}, _refuse, encode_basestring, None, ":", ",", True, False, False)
+    text: str
+    (text,) = encode(document, 0)  # CPython's C encoder gives the whole text as one chunk
+    return text.encode() + b"\n"
 
 
 def sha256_hex(data: bytes) -> str:

@@ -47,7 +47,6 @@ class Signing:
 
     def __init__(self, data: bytes, key: Path, namespace: str) -> None:
         self.key = key
-        self._done = False
         self._tmp = tempfile.TemporaryDirectory(prefix="breakglass-sign-")
         try:
             self._msg = Path(self._tmp.name) / "message"
@@ -73,7 +72,6 @@ class Signing:
             raise
 
     def result(self) -> str:
-        self._done = True
         try:
             _, stderr = self._proc.communicate()
             sig = self._msg.with_name("message.sig")
@@ -81,18 +79,16 @@ class Signing:
                 raise InputError(
                     f"ssh-keygen could not sign ({_first_line(stderr)})", where=str(self.key)
                 )
-            return sig.read_text(encoding="ascii")
+            return sig.read_bytes().decode()
         finally:
             self._tmp.cleanup()
 
     def cancel(self) -> None:
-        """Stop, for a caller that will not take the result (after ``result()``: nothing)."""
-        if self._done:
-            return
-        self._done = True
-        if self._proc.poll() is None:
-            self._proc.kill()
-        self._proc.communicate()
+        """Stop, for a caller that will not take the result (after ``result()``: nothing to
+        stop; the temporary folder's cleanup may run twice)."""
+        if self._proc.returncode is None:  # not yet waited for by ``result()``
+            self._proc.kill()  # Popen sends nothing to a process that has exited
+            self._proc.communicate()
         self._tmp.cleanup()
 
 
