@@ -18,7 +18,7 @@ import pytest
 from builder.approval.request import format_time
 from builder.core.canonical import dumps
 from builder.core.errors import StateError
-from builder.host import audit, clock, expire, grant, record, wipe
+from builder.host import audit, clock, expire, grant, record, sessions, wipe
 from builder.host.layout import CRASH_ENV, Layout
 from builder.host.request import open_request
 from builder.host.state import ACTIVE, DORMANT, PENDING, HostState, load
@@ -152,6 +152,94 @@ def test_reseal_closes_the_window_even_when_the_audit_fails(
     assert layout.audit.read_bytes().endswith(b"damaged\n")  # nothing appended after it
 
 
+def test_reseal_revokes_before_it_wipes(
+    image: hostkit.Image, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    current = _activate(image)
+    a = current.active
+    assert a is not None
+    seen: list[tuple[str, str, str, int]] = []
+
+    def point(name: str) -> None:  # what a kill at each crash point would leave behind
+        seen.append((name, _events(image)[-1]["event"], load(image.root).phase,
+                     len(_runtime_entries(image))))  # fmt: skip
+
+    monkeypatch.setattr(expire, "crash_point", point)
+    monkeypatch.setattr(wipe, "crash_point", point)
+    expire.reseal(Layout(image.root), current, T0, "resealed", {})
+    files = len(a.files) + 1  # and the grant
+    assert seen == [
+        ("reseal-after-audit", "resealed", ACTIVE, files),
+        ("reseal-after-state", "resealed", DORMANT, files),
+        ("reseal-mid-wipe", "resealed", DORMANT, files - 1),
+        ("reseal-after-wipe", "resealed", DORMANT, 0),
+    ]
+
+
+def test_reseal_ends_the_windows_sessions(
+    image: hostkit.Image, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    current = _activate(image)
+    a = current.active
+    assert a is not None
+    layout = Layout(image.root)
+    calls: list[tuple[object, ...]] = []
+    real = sessions.end_sessions
+
+    def spy(*args: Any) -> Any:
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(sessions, "end_sessions", spy)
+    later = T0 + dt.timedelta(seconds=7)
+    expire.reseal(layout, current, later, "resealed", {})
+    assert len(calls) == 1
+    assert calls[0][0] is layout and calls[0][1:] == (later, a.request_id, SCOPE)
+    # a pending request has no sessions to end
+    _pending(image)
+    expire.reseal(layout, load(image.root), later, "request-expired", {})
+    assert len(calls) == 1
+
+
+def test_reseal_goes_on_when_the_links_cannot_be_audited(
+    image: hostkit.Image, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    current = _activate(image)
+    a = current.active
+    assert a is not None
+    layout = Layout(image.root)
+    (layout.runtime / "planted").symlink_to(tmp_path)
+    recordings = record.recordings_dir(layout)
+    recordings.mkdir(parents=True, exist_ok=True)
+    (recordings / "session.log").write_bytes(b"typed")
+    real = audit.append
+
+    def refuse_recovered(layout: Layout, now: dt.datetime, event: str, **kw: Any) -> str:
+        if event == "recovered":
+            raise StateError("cannot write the audit log (No space left on device)")
+        return real(layout, now, event, **kw)
+
+    monkeypatch.setattr(audit, "append", refuse_recovered)
+    assert expire.reseal(layout, current, T0, "resealed", {}) == current.dormant()
+    assert load(image.root) == current.dormant() and _runtime_entries(image) == []
+    # the recordings are still sealed into the log
+    assert [e for e, *_ in _tail(image, 2)] == ["resealed", record.EVENT]
+
+
+@pytest.mark.parametrize("error", [StateError("log full"), OSError(5, "I/O error")])
+def test_reseal_goes_on_when_the_recordings_cannot_be_sealed(
+    image: hostkit.Image, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    current = _activate(image)
+
+    def fail(*args: Any) -> None:
+        raise error
+
+    monkeypatch.setattr(record, "seal_pending", fail)
+    assert expire.reseal(Layout(image.root), current, T0, "resealed", {}) == current.dormant()
+    assert load(image.root) == current.dormant() and _runtime_entries(image) == []
+
+
 # ---- settle: windows and requests --------------------------------------------------------
 
 
@@ -210,6 +298,23 @@ def test_settle_audits_a_frozen_clock_it_ignores(
     before = len(_events(image))
     expire.settle(layout, T0)
     assert len(_events(image)) == before
+
+
+def test_settle_reads_the_boot_clock_of_the_image(
+    image: hostkit.Image, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a drill image the frozen clock stops the boot clock too: the window stays open."""
+    layout = Layout(image.root)
+    manifest = json.loads(layout.manifest.read_bytes())
+    manifest["image"]["drill"] = True
+    layout.manifest.write_bytes(dumps(manifest))
+    monkeypatch.setenv(clock.FROZEN_ENV, format_time(T0))
+    current = _activate(image)
+    a = current.active
+    assert a is not None and a.boot_seconds == int(T0.timestamp())
+    before = _events(image)
+    assert expire.settle(layout, T0 + dt.timedelta(seconds=1)) == current
+    assert _events(image) == before
 
 
 # ---- settle: recovery from a crash -------------------------------------------------------
@@ -282,6 +387,30 @@ def test_recover_an_activation_that_was_not_audited(image: hostkit.Image) -> Non
     assert _events(image)[-1]["event"] == "activated"
 
 
+@pytest.mark.parametrize("how", ["no approvers", "no details"])
+def test_recover_an_unaudited_activation_from_a_bare_intent(image: hostkit.Image, how: str) -> None:
+    """An ``activating`` line that names no approvers is completed with an empty list."""
+    current = _activate(image)
+    a = current.active
+    assert a is not None
+    layout = Layout(image.root)
+    if how == "no approvers":
+        audit.append(layout, T0, "activating", request_id=a.request_id, scope=SCOPE)
+    else:  # a line that audit.append did not write: only its seq is needed to chain the next
+        seq = _events(image)[-1]["seq"] + 1
+        line = {"seq": seq, "event": "activating", "request_id": a.request_id}
+        with layout.audit.open("ab") as f:
+            f.write(json.dumps(line).encode() + b"\n")
+    assert expire._recover(layout, current, T0) == current
+    last = json.loads(layout.audit.read_bytes().splitlines()[-1])  # read_events refuses that line
+    assert (last["event"], last["request_id"], last["scope"]) == ("activated", a.request_id, SCOPE)
+    assert last["details"] == {
+        "recovered": "activation finished but not audited",
+        "activated_at": format_time(a.activated_at), "expires_at": format_time(a.expires_at),
+        "approvers": [], "files": list(a.files),
+    }  # fmt: skip
+
+
 def test_recover_plaintext_while_dormant(image: hostkit.Image) -> None:
     layout = Layout(image.root)
     (layout.runtime / "agents").mkdir()
@@ -351,6 +480,9 @@ def test_a_quiet_pending_request_is_left_alone(image: hostkit.Image) -> None:
 def test_last_event_reads_the_final_line(image: hostkit.Image) -> None:
     layout = Layout(image.root)
     assert expire._last_event(layout) is None  # no log yet
+    layout.state_dir.mkdir(parents=True, exist_ok=True)
+    layout.audit.touch()
+    assert expire._last_event(layout) is None  # an empty one
     _pending(image)
     last = expire._last_event(layout)
     assert last is not None and last == _events(image)[-1] and last["event"] == "request-created"
