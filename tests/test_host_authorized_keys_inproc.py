@@ -363,19 +363,17 @@ def test_quiet_while_pending_until_the_request_lapses(image: hostkit.Image) -> N
 
 
 @pytest.mark.parametrize(
-    "change", [{"not_after": "soon"}, {"not_after": None}, {"request_id": None}, {}]
+    "change", [{"not_after": "soon"}, {"not_after": None}, {"request_id": None}, None]
 )
 def test_not_quiet_on_a_malformed_pending_record(
-    image: hostkit.Image, change: dict[str, object]
+    image: hostkit.Image, change: dict[str, object] | None
 ) -> None:
     root, now = image.root, _now()
     open_request(root, now, scope=SCOPE, ttl_seconds=600, reason="r", requester="dave")
     doc = _doc(root, STATE)
     pending = doc["pending"]
     assert isinstance(pending, dict)
-    pending.update(change)
-    if not change:
-        doc["pending"] = None
+    doc["pending"] = None if change is None else {**pending, **change}  # None: no record at all
     _write(root, STATE, doc)
     assert _quiet(root, now, clock.boot()) is None
 
