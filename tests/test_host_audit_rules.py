@@ -173,3 +173,41 @@ def test_a_line_of_exactly_max_line_bytes_is_judged_as_any_other(tmp_path: Path)
     layout.audit.write_bytes(b"x" * audit.MAX_LINE + b"\n")
     with pytest.raises(CheckFailed, match=r"^audit log line 1: longer than any event"):
         audit.verify(layout)
+
+
+def test_a_head_record_that_is_not_utf8_is_malformed(tmp_path: Path) -> None:
+    layout = _host(tmp_path, 2)
+    layout.audit_head.write_bytes(b"\xff\xfe")
+    with pytest.raises(CheckFailed, match=r"^audit head record is malformed$"):
+        audit.verify(layout)
+
+
+@pytest.mark.parametrize(
+    ("change", "drop"), [({"details": "text"}, None), ({}, "scope"), ({}, "details")]
+)
+def test_read_events_refuses_a_line_that_is_not_an_event(
+    tmp_path: Path, change: dict[str, object], drop: str | None
+) -> None:
+    layout = _host(tmp_path, 2)
+    lines = layout.audit.read_bytes().splitlines(keepends=True)
+    doc = {**json.loads(lines[1]), **change}
+    if drop:
+        del doc[drop]
+    layout.audit.write_bytes(lines[0] + dumps(doc))
+    with pytest.raises(CheckFailed, match=r"^audit log line 2: not an audit event$"):
+        audit.read_events(layout)
+
+
+def test_append_after_a_first_line_longer_than_one_read(tmp_path: Path) -> None:
+    # the last line is found by reading backwards 4096 bytes at a time: one of 4097 bytes
+    # (and of 4096 + 4097) is read whole
+    for size in (4097, 4096 + 4097, 4095):
+        layout = _host(tmp_path / str(size), 0)
+        pad = "x" * (size - len(dumps({"seq": 1, "time": "2026-11-29T19:00:00Z",
+                                       "event": "e", "actor": "tester", "request_id": None,
+                                       "scope": None, "details": {"p": ""},
+                                       "prev": audit.GENESIS})))  # fmt: skip
+        audit.append(layout, T0, "e", details={"p": pad}, who="tester")
+        assert layout.audit.stat().st_size == size
+        audit.append(layout, T0, "e", who="tester")
+        assert audit.verify(layout).events == 2

@@ -91,3 +91,21 @@ def test_the_verify_encoder_refuses_what_json_cannot_hold() -> None:
     with pytest.raises(TypeError, match="not json: set"):
         canonical({"a": {1}})
     assert canonical({"b": 1, "a": "\u00e9"}) == '{"a":"\u00e9","b":1}\n'.encode()
+
+
+def test_the_verify_encoder_keeps_what_dumps_keeps_and_refuses_what_it_refuses() -> None:
+    from builder.core.canonical import dumps
+
+    canonical = audit._make_canonical()
+    special = {"n": [float("inf"), -float("inf")]}
+    assert canonical(special) == dumps(special) == b'{"n":[Infinity,-Infinity]}\n'
+    with pytest.raises(TypeError):
+        dumps({(1, 2): "a"})
+    with pytest.raises(TypeError):
+        canonical({(1, 2): "a"})  # a key json cannot hold is refused, not skipped
+
+
+def test_the_verify_scanner_reads_plain_json() -> None:
+    scan = audit._plain_scanner()
+    assert scan('{"a":[1,2.5,null]}\n', 0) == ({"a": [1, 2.5, None]}, 18)
+    assert scan("[NaN]", 0)[0][0] != scan("[NaN]", 0)[0][0]  # NaN, as json.loads reads it
