@@ -110,14 +110,15 @@ def test_the_position_is_counted_past_the_read_buffer(tmp_path: Path) -> None:
     # more than the 4 MiB read at a time before the cut; and a line before it longer than
     # any event: only its last MAX_LINE + 1 bytes are read back, which the hash then covers
     long = b"x" * (audit.MAX_LINE + 10) + b"\n"
-    lines = [b"a\n"] * 3_000_000 + [b"b" * 100 + b"\n", long, b"c\n"]
+    # an empty first line: every 4 MiB read then starts with a newline
+    lines = [b"\n"] + [b"a\n"] * 3_000_000 + [b"b" * 100 + b"\n", long, b"c\n"]
     log = tmp_path / "audit.jsonl"
     log.write_bytes(b"".join(lines))
     start = sum(len(x) for x in lines[:-2])
     assert start > 4 << 20
-    assert audit._position(log, start) == (3_000_002, digest(lines[-3]))
+    assert audit._position(log, start) == (3_000_003, digest(lines[-3]))
     assert audit._position(log, start + len(long)) == (
-        3_000_003, digest(long[-(audit.MAX_LINE + 1) :]))  # fmt: skip
+        3_000_004, digest(long[-(audit.MAX_LINE + 1) :]))  # fmt: skip
 
 
 def test_parts_carry_what_an_earlier_part_found(
@@ -183,3 +184,33 @@ def test_the_later_parts_are_checked_by_the_children_only(
 
 def event_line(log: Path, n: int) -> bytes:
     return log.read_bytes().splitlines(keepends=True)[n - 1]
+
+
+def test_a_position_after_an_empty_line_hashes_that_line_alone(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    log.write_bytes(b"\nb\n\nc\n")
+    assert audit._position(log, 1) == (2, digest(b"\n"))
+    assert audit._position(log, 3) == (3, digest(b"b\n"))
+    assert audit._position(log, 4) == (4, digest(b"\n"))
+
+
+def test_a_part_whose_child_failed_is_checked_by_the_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parts: None
+) -> None:
+    log, head = _log(tmp_path, 200)
+    monkeypatch.setattr(audit, "_SPLIT_BYTES", 1 << 40)
+    whole = audit.verify_chain(log, head, strict=True)
+    monkeypatch.setattr(audit, "_SPLIT_BYTES", 1)
+    collect = audit._Check._collect
+
+    def lost(self: object, pid: int, fd: int, n0: int) -> None:
+        collect(self, pid, fd, n0)  # type: ignore[arg-type]
+        return None  # as if the child had died
+
+    monkeypatch.setattr(audit._Check, "_collect", lost)
+    assert audit.verify_chain(log, head, strict=True) == whole
+    lines = log.read_bytes().splitlines(keepends=True)
+    lines[170] = b"{oops\n"
+    log.write_bytes(b"".join(lines))
+    with pytest.raises(CheckFailed, match=r"^audit log line 171: not json$"):
+        audit.verify_chain(log, head)

@@ -211,3 +211,13 @@ def test_append_after_a_first_line_longer_than_one_read(tmp_path: Path) -> None:
         assert layout.audit.stat().st_size == size
         audit.append(layout, T0, "e", who="tester")
         assert audit.verify(layout).events == 2
+
+
+def test_an_empty_log_names_no_event_and_a_state_file_beside_a_log_is_fine(
+    tmp_path: Path,
+) -> None:
+    layout = Layout(tmp_path)
+    assert audit.verify_chain(layout.audit, layout.audit_head) == (0, audit.GENESIS, [], None, None)
+    layout = _host(tmp_path, 2)
+    layout.state.write_bytes(b"{}")
+    assert audit.verify(layout).events == 2
