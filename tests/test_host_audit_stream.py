@@ -41,11 +41,13 @@ def test_a_line_longer_than_any_event_is_refused_without_reading_it_whole(log: L
         (b"null\n", "line 2: not an audit event"),
         (b"{not json\n", "line 2: not json"),
         (b"\xff\xfe\n", "line 2: not json"),
+        (b"}x\n", "line 2: not json"),  # an event followed by more
+        (b"} x\n", "line 2: not json"),
     ],
 )
 def test_odd_lines_get_the_same_verdicts(log: Layout, replacement: bytes, message: str) -> None:
     lines = _lines(log)
-    lines[1] = replacement
+    lines[1] = lines[1][:-2] + replacement if replacement.startswith(b"}") else replacement
     log.audit.write_bytes(b"".join(lines))
     with pytest.raises(CheckFailed, match=message):
         audit.verify(log)
