@@ -7,8 +7,10 @@ The size threshold is lowered here so that a small log is cut.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,3 +91,126 @@ def test_parts_report_a_line_that_is_not_json(
     log.write_bytes(b"".join(lines))
     whole, split = _both(monkeypatch, log, head)
     assert whole == split == "audit log line 171: not json"
+
+
+def test_a_later_part_knows_its_line_number_and_the_hash_before_it(tmp_path: Path) -> None:
+    # what a child process starts from: the line at byte `start`, and the previous line's hash
+    log, _ = _log(tmp_path, 40)
+    lines = log.read_bytes().splitlines(keepends=True)
+    start = 0
+    for n, line in enumerate(lines, start=1):
+        if n > 1:
+            assert audit._position(log, start) == (n, digest(lines[n - 2])), n
+        start += len(line)
+    with pytest.raises(CheckFailed, match=r"it shrank while being read"):
+        audit._position(log, start + 1)
+
+
+def test_the_position_is_counted_past_the_read_buffer(tmp_path: Path) -> None:
+    # more than the 4 MiB read at a time before the cut; and a line before it longer than
+    # any event: only its last MAX_LINE + 1 bytes are read back, which the hash then covers
+    long = b"x" * (audit.MAX_LINE + 10) + b"\n"
+    # an empty first line: every 4 MiB read then starts with a newline
+    lines = [b"\n"] + [b"a\n"] * 3_000_000 + [b"b" * 100 + b"\n", long, b"c\n"]
+    log = tmp_path / "audit.jsonl"
+    log.write_bytes(b"".join(lines))
+    start = sum(len(x) for x in lines[:-2])
+    assert start > 4 << 20
+    assert audit._position(log, start) == (3_000_003, digest(lines[-3]))
+    assert audit._position(log, start + len(long)) == (
+        3_000_004, digest(long[-(audit.MAX_LINE + 1) :]))  # fmt: skip
+
+
+def test_parts_carry_what_an_earlier_part_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parts: None
+) -> None:
+    # the only activation and the anchored line are in the first part; the head in the last
+    log, head = _log(tmp_path, 200)
+    lines = log.read_bytes().splitlines(keepends=True)
+    prev, rewritten = audit.GENESIS, []
+    for n, line in enumerate(lines, start=1):
+        doc = json.loads(line)
+        doc["event"], doc["prev"] = ("activated" if n == 3 else "approval-accepted"), prev
+        line = dumps(doc)
+        rewritten.append(line)
+        prev = digest(line)
+    log.write_bytes(b"".join(rewritten))
+    head.write_bytes(dumps({"seq": 200, "head": prev}))
+    anchor = digest(rewritten[4])
+    results = []
+    for threshold in (1 << 40, 1):
+        monkeypatch.setattr(audit, "_SPLIT_BYTES", threshold)
+        results.append(audit.verify_chain(log, head, expect_head=anchor))
+    whole, split = results
+    assert whole == split
+    assert whole[0] == 200 and whole[1] == prev
+    assert whole[3] is not None and whole[3]["seq"] == 3
+    assert whole[4] is not None and whole[4]["seq"] == 200
+
+
+def test_join_keeps_the_later_finding_else_the_earlier() -> None:
+    first = (10, "h10", "a5", True, [{"seq": 2}], {"seq": 3}, {"seq": 10})
+    later = (5, "h15", None, False, [{"seq": 12}], None, {"seq": 15})
+    assert audit._join(first, later) == (
+        15, "h15", "a5", True, [{"seq": 2}, {"seq": 12}], {"seq": 3}, {"seq": 15})  # fmt: skip
+    later2: Any = (5, "h15", "a14", True, [], {"seq": 13}, None)
+    first2: Any = (10, "h10", None, False, [], None, {"seq": 10})
+    assert audit._join(first2, later2) == (15, "h15", "a14", True, [], {"seq": 13}, {"seq": 10})
+    assert audit._join(first2, (5, "h15", None, False, [], None, None))[2:4] == (None, False)
+
+
+def test_the_later_parts_are_checked_by_the_children_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parts: None
+) -> None:
+    # the parent checks the first part; it checks a later one itself only when a child failed
+    log, head = _log(tmp_path, 200)
+    monkeypatch.setattr(audit, "_SPLIT_BYTES", 1)
+    with log.open("rb") as f:
+        bounds = audit._split(f, log.stat().st_size)
+    me, calls = os.getpid(), []
+    part = audit._Check.part
+
+    def recording(self: object, start: int, end: int | None, n0: int, prev: str) -> object:
+        if os.getpid() == me:
+            calls.append((start, end, n0))
+        return part(self, start, end, n0, prev)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(audit._Check, "part", recording)
+    count, last, _, activated, event = audit.verify_chain(log, head)
+    assert calls == [(0, bounds[0], 1)]
+    assert count == 200 and activated is not None and activated["seq"] == 196
+    assert event is not None and event["seq"] == 200 and last == digest(event_line(log, 200))
+
+
+def event_line(log: Path, n: int) -> bytes:
+    return log.read_bytes().splitlines(keepends=True)[n - 1]
+
+
+def test_a_position_after_an_empty_line_hashes_that_line_alone(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    log.write_bytes(b"\nb\n\nc\n")
+    assert audit._position(log, 1) == (2, digest(b"\n"))
+    assert audit._position(log, 3) == (3, digest(b"b\n"))
+    assert audit._position(log, 4) == (4, digest(b"\n"))
+
+
+def test_a_part_whose_child_failed_is_checked_by_the_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parts: None
+) -> None:
+    log, head = _log(tmp_path, 200)
+    monkeypatch.setattr(audit, "_SPLIT_BYTES", 1 << 40)
+    whole = audit.verify_chain(log, head, strict=True)
+    monkeypatch.setattr(audit, "_SPLIT_BYTES", 1)
+    collect = audit._Check._collect
+
+    def lost(self: object, pid: int, fd: int, n0: int) -> None:
+        collect(self, pid, fd, n0)  # type: ignore[arg-type]
+        return None  # as if the child had died
+
+    monkeypatch.setattr(audit._Check, "_collect", lost)
+    assert audit.verify_chain(log, head, strict=True) == whole
+    lines = log.read_bytes().splitlines(keepends=True)
+    lines[170] = b"{oops\n"
+    log.write_bytes(b"".join(lines))
+    with pytest.raises(CheckFailed, match=r"^audit log line 171: not json$"):
+        audit.verify_chain(log, head)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import pwd
 from pathlib import Path
 
 import pytest
 
-from builder.core.canonical import dumps
+from builder.core.canonical import digest, dumps
 from builder.core.errors import CheckFailed
 from builder.host import audit
 from builder.host.layout import Layout
@@ -115,3 +116,108 @@ def test_the_last_line_is_found_past_a_long_one(tmp_path: Path) -> None:
     head = audit.append(layout, T0, "short", who="tester")
     assert audit.verify(layout).head == head
     assert [e["seq"] for e in audit.read_events(layout)] == [1, 2]
+
+
+def test_a_verified_log_compares_by_its_count_and_head() -> None:
+    a = audit.Verified(3, "sha256:aa")
+    assert a == audit.Verified(3, "sha256:aa") and hash(a) == hash(audit.Verified(3, "sha256:aa"))
+    assert a != audit.Verified(4, "sha256:aa") and a != audit.Verified(3, "sha256:bb")
+    assert a != (3, "sha256:aa")
+    assert hash(a) == hash((3, "sha256:aa"))
+    assert len({a, audit.Verified(3, "sha256:aa"), audit.Verified(4, "sha256:aa")}) == 2
+    assert repr(a) == "Verified(events=3, head='sha256:aa')"
+
+
+def test_recordings_are_checked_only_when_asked(tmp_path: Path) -> None:
+    layout = _host(tmp_path, 1)
+    files = [{"name": "gone.cast", "sha256": "0" * 64, "size": 1}]
+    audit.append(layout, T0, "session-recorded", details={"files": files}, who="tester")
+    audit.append(layout, T0, "test-event", who="tester")
+    assert audit.verify(layout).events == 3  # the activation check hashes no recording
+    with pytest.raises(CheckFailed, match=r"^recording gone.cast \(audit log line 2\): deleted$"):
+        audit.verify(layout, recordings=True)
+    _, _, recorded, _, _ = audit.verify_chain(layout.audit, layout.audit_head, recordings=True)
+    assert [e["seq"] for e in recorded] == [2]
+    assert audit.verify_chain(layout.audit, layout.audit_head)[2] == []
+
+
+def test_strict_also_requires_details_to_be_an_object(tmp_path: Path) -> None:
+    layout = _host(tmp_path, 2)
+    lines = layout.audit.read_bytes().splitlines(keepends=True)
+    prev = audit.GENESIS
+    rewritten = []
+    for n, line in enumerate(lines, start=1):
+        doc = json.loads(line)
+        doc["prev"] = prev
+        if n == 2:
+            doc["event"], doc["details"] = "activated", "not an object"
+        line = dumps(doc)
+        rewritten.append(line)
+        prev = digest(line)
+    layout.audit.write_bytes(b"".join(rewritten))
+    layout.audit_head.write_bytes(dumps({"seq": 2, "head": prev}))
+    count, head, _, activated, last = audit.verify_chain(layout.audit, layout.audit_head)
+    assert (count, head) == (2, prev)
+    assert activated is None  # an activation without details names no window
+    assert last is not None and last["seq"] == 2
+    with pytest.raises(CheckFailed, match=r"^audit log line 2: not an audit event$"):
+        audit.verify_chain(layout.audit, layout.audit_head, strict=True)
+
+
+def test_a_line_of_exactly_max_line_bytes_is_judged_as_any_other(tmp_path: Path) -> None:
+    layout = _host(tmp_path, 0)
+    layout.audit.parent.mkdir(parents=True, exist_ok=True)
+    layout.audit.write_bytes(b"x" * (audit.MAX_LINE - 1) + b"\n")
+    with pytest.raises(CheckFailed, match=r"^audit log line 1: not json$"):
+        audit.verify(layout)
+    layout.audit.write_bytes(b"x" * audit.MAX_LINE + b"\n")
+    with pytest.raises(CheckFailed, match=r"^audit log line 1: longer than any event"):
+        audit.verify(layout)
+
+
+def test_a_head_record_that_is_not_utf8_is_malformed(tmp_path: Path) -> None:
+    layout = _host(tmp_path, 2)
+    layout.audit_head.write_bytes(b"\xff\xfe")
+    with pytest.raises(CheckFailed, match=r"^audit head record is malformed$"):
+        audit.verify(layout)
+
+
+@pytest.mark.parametrize(
+    ("change", "drop"), [({"details": "text"}, None), ({}, "scope"), ({}, "details")]
+)
+def test_read_events_refuses_a_line_that_is_not_an_event(
+    tmp_path: Path, change: dict[str, object], drop: str | None
+) -> None:
+    layout = _host(tmp_path, 2)
+    lines = layout.audit.read_bytes().splitlines(keepends=True)
+    doc = {**json.loads(lines[1]), **change}
+    if drop:
+        del doc[drop]
+    layout.audit.write_bytes(lines[0] + dumps(doc))
+    with pytest.raises(CheckFailed, match=r"^audit log line 2: not an audit event$"):
+        audit.read_events(layout)
+
+
+def test_append_after_a_first_line_longer_than_one_read(tmp_path: Path) -> None:
+    # the last line is found by reading backwards 4096 bytes at a time: one of 4097 bytes
+    # (and of 4096 + 4097) is read whole
+    for size in (4097, 4096 + 4097, 4095):
+        layout = _host(tmp_path / str(size), 0)
+        pad = "x" * (size - len(dumps({"seq": 1, "time": "2026-11-29T19:00:00Z",
+                                       "event": "e", "actor": "tester", "request_id": None,
+                                       "scope": None, "details": {"p": ""},
+                                       "prev": audit.GENESIS})))  # fmt: skip
+        audit.append(layout, T0, "e", details={"p": pad}, who="tester")
+        assert layout.audit.stat().st_size == size
+        audit.append(layout, T0, "e", who="tester")
+        assert audit.verify(layout).events == 2
+
+
+def test_an_empty_log_names_no_event_and_a_state_file_beside_a_log_is_fine(
+    tmp_path: Path,
+) -> None:
+    layout = Layout(tmp_path)
+    assert audit.verify_chain(layout.audit, layout.audit_head) == (0, audit.GENESIS, [], None, None)
+    layout = _host(tmp_path, 2)
+    layout.state.write_bytes(b"{}")
+    assert audit.verify(layout).events == 2

@@ -41,11 +41,13 @@ def test_a_line_longer_than_any_event_is_refused_without_reading_it_whole(log: L
         (b"null\n", "line 2: not an audit event"),
         (b"{not json\n", "line 2: not json"),
         (b"\xff\xfe\n", "line 2: not json"),
+        (b"}x\n", "line 2: not json"),  # an event followed by more
+        (b"} x\n", "line 2: not json"),
     ],
 )
 def test_odd_lines_get_the_same_verdicts(log: Layout, replacement: bytes, message: str) -> None:
     lines = _lines(log)
-    lines[1] = replacement
+    lines[1] = lines[1][:-2] + replacement if replacement.startswith(b"}") else replacement
     log.audit.write_bytes(b"".join(lines))
     with pytest.raises(CheckFailed, match=message):
         audit.verify(log)
@@ -91,3 +93,21 @@ def test_the_verify_encoder_refuses_what_json_cannot_hold() -> None:
     with pytest.raises(TypeError, match="not json: set"):
         canonical({"a": {1}})
     assert canonical({"b": 1, "a": "\u00e9"}) == '{"a":"\u00e9","b":1}\n'.encode()
+
+
+def test_the_verify_encoder_keeps_what_dumps_keeps_and_refuses_what_it_refuses() -> None:
+    from builder.core.canonical import dumps
+
+    canonical = audit._make_canonical()
+    special = {"n": [float("inf"), -float("inf")]}
+    assert canonical(special) == dumps(special) == b'{"n":[Infinity,-Infinity]}\n'
+    with pytest.raises(TypeError):
+        dumps({(1, 2): "a"})
+    with pytest.raises(TypeError):
+        canonical({(1, 2): "a"})  # a key json cannot hold is refused, not skipped
+
+
+def test_the_verify_scanner_reads_plain_json() -> None:
+    scan = audit._plain_scanner()
+    assert scan('{"a":[1,2.5,null]}\n', 0) == ({"a": [1, 2.5, None]}, 18)
+    assert scan("[NaN]", 0)[0][0] != scan("[NaN]", 0)[0][0]  # NaN, as json.loads reads it
