@@ -53,6 +53,16 @@ def test_odd_lines_get_the_same_verdicts(log: Layout, replacement: bytes, messag
         audit.verify(log)
 
 
+@pytest.mark.parametrize("number", [b"Infinity", b"-Infinity", b"NaN"])
+def test_a_number_json_has_no_word_for_is_refused(log: Layout, number: bytes) -> None:
+    lines = _lines(log)
+    lines[1] = lines[1].replace(b'{"n":1}', b'{"n":' + number + b"}")
+    assert number in lines[1]
+    log.audit.write_bytes(b"".join(lines))
+    with pytest.raises(CheckFailed, match="line 2: not an audit event .invalid unicode or number"):
+        audit.verify(log)
+
+
 def test_whitespace_in_a_valid_event_is_an_edit(log: Layout) -> None:
     lines = _lines(log)
     lines[1] = b" " + lines[1]
@@ -99,8 +109,11 @@ def test_the_verify_encoder_keeps_what_dumps_keeps_and_refuses_what_it_refuses()
     from builder.core.canonical import dumps
 
     canonical = audit._make_canonical()
-    special = {"n": [float("inf"), -float("inf")]}
-    assert canonical(special) == dumps(special) == b'{"n":[Infinity,-Infinity]}\n'
+    for number in (float("inf"), -float("inf"), float("nan")):
+        with pytest.raises(ValueError):
+            dumps({"n": [number]})
+        with pytest.raises(ValueError):
+            canonical({"n": [number]})  # json's word for it is not canonical
     with pytest.raises(TypeError):
         dumps({(1, 2): "a"})
     with pytest.raises(TypeError):
