@@ -59,7 +59,9 @@ def test_a_number_json_has_no_word_for_is_refused(log: Layout, number: bytes) ->
     lines[1] = lines[1].replace(b'{"n":1}', b'{"n":' + number + b"}")
     assert number in lines[1]
     log.audit.write_bytes(b"".join(lines))
-    with pytest.raises(CheckFailed, match=r"line 2: not an audit event \(invalid unicode or number\)"):
+    with pytest.raises(
+        CheckFailed, match=r"line 2: not an audit event \(invalid unicode or number\)"
+    ):
         audit.verify(log)
 
 

@@ -280,6 +280,20 @@ def test_times_are_utc_seconds() -> None:
     assert parse_time("2026-11-29T19:00:00Z", "t").tzinfo == dt.UTC
 
 
+def test_a_time_not_in_the_written_form_is_still_read_as_utc() -> None:
+    # strptime is lenient about digit counts; what it reads is the same instant, in UTC
+    for text in ("2026-11-29T19:0:0Z", "2026-11-29T19:00:0Z"):
+        moment = parse_time(text, "t")
+        assert moment == T0
+        assert moment.tzinfo == dt.UTC
+    late = parse_time("2026-1-2T3:04:05Z", "t")
+    assert late == dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    assert late.tzinfo == dt.UTC
+    for bad in ("2026-11-29 19:00:00Z", "2026-11-29T19:00:00", "2026-11-29T19:00:00+00:00"):
+        with pytest.raises(InputError, match="t is not an rfc 3339 utc time"):
+            parse_time(bad, "t")
+
+
 def test_armor_strips_only_padding() -> None:
     from builder.approval.request import _b64
 
