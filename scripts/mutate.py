@@ -81,6 +81,9 @@ def _mutmut_config(modules: dict[str, list[str]], skip_lines: list[str]) -> str:
         f"pytest_add_cli_args_test_selection = {toml_list(tests)}\n"
         f"also_copy = {toml_list(ALSO_COPY[:-1])}\n"
         "use_git_change_detection = false\n"
+        # a mutant that loops is stopped after 2 * 4 * (its tests' cpu time + 1 s) of cpu,
+        # not mutmut's 2 * 15 *: a looping read of the audit log ran 12 minutes before that
+        "timeout_multiplier = 4.0\n"
         f"do_not_mutate_patterns = {toml_list(skip_lines)}\n"
     )
 
