@@ -394,7 +394,9 @@ class _Check:
                 self.at_head = prev
             if prev == expect_head:
                 self.anchored = True
-            if recordings and _RECORDED in line:
+            # find, not `in`: bytes' `in` tries its operand as an int first, formatting and
+            # dropping a TypeError on every line
+            if recordings and line.find(_RECORDED) >= 0:
                 self.recorded.append(event)
             if event["event"] == "activated":
                 self.activated = event if isinstance(event["details"], dict) else None
