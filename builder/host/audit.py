@@ -369,7 +369,9 @@ class _Check:
                         text[stop] == "\n"
                         and stop - pos < MAX_LINE
                         and event.keys() == fields
-                        and text[pos:stop] == "".join(encode(event, 0))
+                        # CPython's encoder gives one chunk; were there more, the first
+                        # would differ and _check_line would judge the line
+                        and text[pos:stop] == encode(event, 0)[0]
                         and event["seq"] == n
                         and event["prev"] == prev
                     ):
