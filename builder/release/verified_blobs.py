@@ -15,9 +15,10 @@ rule): a change within the tick of the check could otherwise keep the ctime.
 
 A build hard-links the base's blobs into its image, and a link sets the ctime
 too; ``linked`` then moves the marker to the new ctime, when the link changed
-nothing else (size, mtime, inode; one more link). A write in the same tick as
-that link would go unseen, but it would be a write to the new image as well,
-which shares the inode: the base's blob is as trusted as the image built on it.
+nothing else (size, mtime, inode; one more link). A write in the moment between
+the stats around the link, its mtime put back, would go unseen; but it would be
+a write to the new image as well, which shares the inode: the base's blob is as
+trusted as the image built on it.
 
 Only files of this user's, which no one else may write, are recorded or trusted,
 and only from a cache folder of this user's that no one else may write: the
@@ -96,9 +97,10 @@ def linked(blob_digest: str, before: os.stat_result, after: os.stat_result) -> N
     old, new = _name(blob_digest, before), _name(blob_digest, after)
     if old is None or new is None or old == new:
         return
-    same = (after.st_dev, after.st_ino, after.st_mtime_ns) == (
+    same = (after.st_dev, after.st_ino, after.st_size, after.st_mtime_ns) == (
         before.st_dev,
         before.st_ino,
+        before.st_size,
         before.st_mtime_ns,
     )
     if not same or after.st_nlink != before.st_nlink + 1:
