@@ -35,9 +35,9 @@ from pathlib import Path
 
 MIN_SIZE = 1 << 20  # smaller blobs cost less to hash than to look up
 # How old a change must be to be recorded: a file system that keeps nanoseconds stamps
-# with the kernel's coarse clock (a tick is 10 ms at most, HZ=100); one that keeps whole
-# seconds (or two, FAT) may stamp a later change with the same time.
-_SETTLED_NS = 100_000_000
+# with the kernel's coarse clock, whose tick is 10 ms at most (HZ=100): two ticks. One
+# that keeps whole seconds (or two, FAT) may stamp a later change with the same time.
+_SETTLED_NS = 20_000_000
 _SETTLED_COARSE_NS = 2_000_000_000
 
 
