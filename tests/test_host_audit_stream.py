@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from builder.core.canonical import digest
 from builder.core.errors import CheckFailed
 from builder.host import audit
 from builder.host.layout import Layout
@@ -126,3 +127,43 @@ def test_the_verify_scanner_reads_plain_json() -> None:
     scan = audit._plain_scanner()
     assert scan('{"a":[1,2.5,null]}\n', 0) == ({"a": [1, 2.5, None]}, 18)
     assert scan("[NaN]", 0)[0][0] != scan("[NaN]", 0)[0][0]  # NaN, as json.loads reads it
+
+
+_EDITS: list[tuple[int, bytes, bytes, str | None]] = [
+    # (line, old, new, first error): each checked in blocks cut at every size below
+    (0, b"", b"", None),
+    (2, b'"n":1', b'"n":"\xc3\xa9"', "line 2: edited, or lines removed"),  # not ASCII, edited
+    (2, b'"n":1', b'"n":"\\u00e9"', "line 2: not in canonical form"),  # escaped, not canonical
+    (2, b'"n":1', b'"n":"\\ud800"', "line 2: not an audit event"),
+    (3, b'"n":2', b'"n" :2', "line 3: not in canonical form"),
+    (3, b'"n":2', b'"n":\n2', "line 3: not json"),  # a newline inside the object
+    (4, b"\n", b"", "line 4: not json"),  # two events on one line
+    (5, b"\n", b"", "line 5: truncated"),
+    (4, b'"seq":4', b'"seq":5', "line 4: sequence number 5"),
+]
+
+
+@pytest.mark.parametrize("block", [1, 7, 64, 1 << 20])
+@pytest.mark.parametrize(("n", "old", "new", "message"), _EDITS)
+def test_any_block_size_gives_the_verdict_of_one_line_at_a_time(
+    log: Layout,
+    monkeypatch: pytest.MonkeyPatch,
+    block: int,
+    n: int,
+    old: bytes,
+    new: bytes,
+    message: str | None,
+) -> None:
+    # ASCII blocks are checked in place, anything else line by line: both read alike
+    monkeypatch.setattr(audit, "_BLOCK", block)
+    audit.append(log, T0, "test-event", details={"n": "\u00e9"}, who="tester")  # line 5: UTF-8
+    lines = _lines(log)
+    if n:
+        lines[n - 1] = lines[n - 1].replace(old, new, 1)
+        assert new in lines[n - 1]
+    log.audit.write_bytes(b"".join(lines))
+    if message is None:
+        assert audit.verify(log) == audit.Verified(5, digest(lines[-1]))
+    else:
+        with pytest.raises(CheckFailed, match=f"^audit log {message}"):
+            audit.verify(log)

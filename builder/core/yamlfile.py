@@ -36,26 +36,30 @@ def load(path: Path, kind: str = "spec") -> Node:
 
     A file over the cap of ``kind`` (``builder.core.bounded``) is refused before it is parsed.
     """
+    return loads(read_text(path, kind), str(path), kind)
+
+
+def read_text(path: Path, kind: str = "spec") -> str:
+    """The text of a YAML file within the cap of ``kind``; InputError when it cannot be read."""
     try:
-        text = bounded.read(path, kind).decode("utf-8")
+        return bounded.read(path, kind).decode("utf-8")
     except FileNotFoundError:
         raise InputError("file not found", where=str(path)) from None
     except OSError as e:
         raise InputError(f"cannot read file ({e.strerror})", where=str(path)) from None
     except UnicodeDecodeError:
         raise InputError("file is not utf-8", where=str(path)) from None
-    return loads(text, str(path), kind)
 
 
-def fast_loads(text: str, filename: str) -> Node | None:
+def fast_loads(text: str, filename: str, kind: str = "sealed bundle") -> Node | None:
     """The document through ruamel's C safe loader, without positions; None when that loader
     is not installed or the text does not parse.
 
-    For a file that is read often and almost always valid (the sealed bundle): check the
-    fast result, and on any error parse again with ``loads`` for the located message.
+    For a file that is read often and almost always valid (the sealed bundle, a spec): check
+    the fast result, and on any error parse again with ``loads`` for the located message.
     """
-    bounded.check_size(len(text), "sealed bundle", filename)
-    _check_flow_depth(text, "sealed bundle", filename)
+    bounded.check_size(len(text), kind, filename)
+    _check_flow_depth(text, kind, filename)
     try:
         from ruamel.yaml import YAML
         from ruamel.yaml.error import YAMLError
@@ -66,8 +70,35 @@ def fast_loads(text: str, filename: str) -> Node | None:
         data = yaml.load(text)
     except (ImportError, YAMLError, RecursionError, ValueError, TypeError):
         return None
-    bounded.check_tree(data, "sealed bundle", filename, strings=False)
+    bounded.check_tree(data, kind, filename, strings=False)
     return Node(data, filename, (0, 0))
+
+
+def fast_plain_loads(text: str, filename: str, kind: str = "spec") -> Node | None:
+    """``fast_loads`` when its document is sure to equal the round-trip loader's, else None.
+
+    The two loaders agree on plain documents: mappings with string keys, lists, strings,
+    integers, booleans and nulls. Where they might not, this gives None and the caller
+    uses ``loads``: anchors (an anchored boolean is an integer to the round-trip loader),
+    merge keys, a ``%YAML`` directive (the C loader reads a 1.1 document by 1.2 rules),
+    floats and dates (other types there), and any error of the fast loader.
+    """
+    if "&" in text or "<<" in text or "%YAML" in text:
+        return None
+    try:
+        node = fast_loads(text, filename, kind)
+    except InputError:
+        return None  # ``loads`` words it, with its position
+    return node if node is not None and _plain(node.value) else None
+
+
+def _plain(value: Any) -> bool:
+    kind = type(value)
+    if kind is dict:
+        return all(type(k) is str and _plain(v) for k, v in value.items())
+    if kind is list:
+        return all(_plain(v) for v in value)
+    return kind is str or kind is int or kind is bool or value is None
 
 
 def loads(text: str, filename: str, kind: str = "spec") -> Node:

@@ -238,6 +238,7 @@ def verify_chain(
 
 
 _SPLIT_BYTES = 32 << 20  # below this, one process verifies the whole log
+_BLOCK = 1 << 20  # bytes read at a time; with the carried partial line, what a part holds
 _MAX_PARTS = 4
 
 
@@ -288,45 +289,123 @@ class _Check:
     ) -> None:
         self.log_path, self.head_seq, self.expect_head = log_path, head_seq, expect_head
         self.recordings, self.strict, self.sha256 = recordings, strict, sha256
+        # what ``part`` has found so far in its part (``_lines`` adds to it)
+        self.at_head: str | None = None
+        self.anchored = False
+        self.recorded: list[Any] = []
+        self.activated: dict[str, Any] | None = None
+        self.event: dict[str, Any] | None = None
 
     def part(self, start: int, end: int | None, n0: int, prev: str) -> _Part:
-        """Lines from byte ``start`` (line ``n0``, chained to ``prev``) to ``end`` (None: the end)."""
-        sha256, head_seq, expect_head = self.sha256, self.head_seq, self.expect_head
-        recordings, strict = self.recordings, self.strict
-        at_head, anchored = None, False
-        recorded: list[Any] = []  # session-recorded events: their files are checked after the chain
-        activated: dict[str, Any] | None = None
-        event: dict[str, Any] | None = None
+        """Lines from byte ``start`` (line ``n0``, chained to ``prev``) to ``end`` (None: the end).
+
+        Reads blocks of whole lines (``_lines`` checks them); the partial line at a block's end
+        is carried into the next, and can never grow past ``MAX_LINE`` + 1 bytes.
+        """
+        self.at_head, self.anchored = None, False
+        self.recorded = []  # session-recorded events: their files are checked after the chain
+        self.activated = self.event = None
         n = n0 - 1
         left = -1 if end is None else end - start
+        tail = b""
         try:
-            with open(self.log_path, "rb", buffering=1 << 20) as log:
+            with open(self.log_path, "rb", buffering=0) as log:
                 log.seek(start)
-                readline = log.readline
-                while left != 0 and (line := readline(MAX_LINE + 1)):
-                    n += 1
-                    left -= len(line) if end is not None else 0
-                    if len(line) > MAX_LINE:
+                while True:
+                    if left == 0 and tail:
+                        # a line runs past the part's end (the log changed): read on, as one pass would
+                        left = -1
+                    data = log.read(_BLOCK if left < 0 else min(_BLOCK, left)) if left else b""
+                    if not data:
+                        if tail:  # a last line without its newline: checked (and refused) too
+                            n, prev = self._lines(tail, len(tail), n, prev)
+                        break
+                    left -= len(data) if left > 0 else 0
+                    block = tail + data if tail else data
+                    cut = block.rfind(b"\n") + 1
+                    n, prev = self._lines(block, cut, n, prev)
+                    tail = block[cut:]
+                    if len(tail) > MAX_LINE:
                         raise CheckFailed(
-                            f"audit log line {n}: longer than any event ({MAX_LINE} bytes)"
+                            f"audit log line {n + 1}: longer than any event ({MAX_LINE} bytes)"
                         )
-                    event = _check_line(n, line, prev)
-                    if strict:
-                        _check_event(n, line)
-                    prev = "sha256:" + sha256(line).hexdigest()
-                    if n == head_seq:
-                        at_head = prev
-                    if prev == expect_head:
-                        anchored = True
-                    if recordings and _RECORDED in line:
-                        recorded.append(event)
-                    if event["event"] == "activated":
-                        activated = event if isinstance(event["details"], dict) else None
         except FileNotFoundError:
             pass  # no log: no lines
         except OSError as e:
             raise CheckFailed(f"cannot read the audit log ({e.strerror})") from None
-        return n - n0 + 1, prev, at_head, anchored, recorded, activated, event
+        return (
+            n - n0 + 1,
+            prev,
+            self.at_head,
+            self.anchored,
+            self.recorded,
+            self.activated,
+            self.event,
+        )
+
+    def _lines(self, block: bytes, cut: int, n: int, prev: str) -> tuple[int, str]:
+        """The lines of ``block[:cut]`` (whole lines, but for a log's unterminated last one),
+        the first numbered ``n + 1`` and chained to ``prev``; the number and hash of the last.
+
+        An ASCII block is decoded once, and each line whose JSON value is followed by its
+        newline is checked in place: exactly ``_check_line``'s conditions, with a slice of
+        that text for the canonical comparison. Any other line (or any condition that fails)
+        goes through ``_check_line`` itself, which words the error, so both paths report the
+        same first error.
+        """
+        sha256, head_seq, expect_head = self.sha256, self.head_seq, self.expect_head
+        recordings, strict = self.recordings, self.strict
+        scan, encode, fields = _SCAN, _ENCODE, _FIELD_SET
+        text = block.decode("ascii") if block.isascii() else None
+        event: Any = None
+        pos = 0
+        while pos < cut:
+            n += 1
+            stop = -1
+            if text is not None:
+                try:
+                    event, stop = scan(text, pos)
+                    if not (
+                        text[stop] == "\n"
+                        and stop - pos < MAX_LINE
+                        and event.keys() == fields
+                        # CPython's encoder gives one chunk; were there more, the first
+                        # would differ and _check_line would judge the line
+                        and text[pos:stop] == encode(event, 0)[0]
+                        and event["seq"] == n
+                        and event["prev"] == prev
+                    ):
+                        stop = -1
+                except Exception:  # any failure is judged, and worded, by _check_line below
+                    stop = -1
+            if stop < 0:
+                stop = block.find(b"\n", pos, cut)
+                stop = cut - 1 if stop < 0 else stop
+                line = block[pos : stop + 1]
+                if len(line) > MAX_LINE:
+                    raise CheckFailed(
+                        f"audit log line {n}: longer than any event ({MAX_LINE} bytes)"
+                    )
+                event = _check_line(n, line, prev)
+            else:
+                line = block[pos : stop + 1]
+            if strict:
+                _check_event(n, line)
+            prev = "sha256:" + sha256(line).hexdigest()
+            if n == head_seq:
+                self.at_head = prev
+            if prev == expect_head:
+                self.anchored = True
+            # find, not `in`: bytes' `in` tries its operand as an int first, formatting and
+            # dropping a TypeError on every line
+            if recordings and line.find(_RECORDED) >= 0:
+                self.recorded.append(event)
+            if event["event"] == "activated":
+                self.activated = event if isinstance(event["details"], dict) else None
+            pos = stop + 1
+        if event is not None:
+            self.event = event
+        return n, prev
 
     def parts(self, bounds: list[int]) -> _Part:
         """The whole log, the first part here and each later part in a child process."""
@@ -517,8 +596,9 @@ def _plain_scanner() -> Callable[[str, int], tuple[Any, int]]:
 _SCAN = _plain_scanner()
 
 
-def _make_canonical() -> Callable[[Any], bytes]:
-    """``canonical.dumps`` for parsed JSON, with json's C encoder built once.
+def _make_encoder() -> Callable[[Any, int], Any]:
+    """json's C encoder with ``canonical.dumps``'s settings, built once: its chunks, joined,
+    are the canonical line without its newline.
 
     ``JSONEncoder.encode`` builds a new C encoder on every call, a third of the
     cost of a line; this one is built with the same settings (sorted keys, the
@@ -528,12 +608,23 @@ def _make_canonical() -> Callable[[Any], bytes]:
     try:
         from _json import encode_basestring, make_encoder
     except ImportError:  # pragma: no cover - CPython always has it
-        return dumps
+        return lambda document, _: (dumps(document)[:-1].decode("utf-8"),)
 
     def refuse(value: object) -> object:
         raise TypeError(f"not json: {type(value).__name__}")
 
-    encode = make_encoder(None, refuse, encode_basestring, None, ":", ",", True, False, False)
+    encoder: Callable[[Any, int], Any] = make_encoder(
+        None, refuse, encode_basestring, None, ":", ",", True, False, False
+    )
+    return encoder
+
+
+_ENCODE = _make_encoder()
+
+
+def _make_canonical() -> Callable[[Any], bytes]:
+    """``canonical.dumps`` for parsed JSON, through ``_ENCODE``."""
+    encode = _make_encoder()
 
     def canonical(document: Any) -> bytes:
         return "".join(encode(document, 0)).encode("utf-8") + b"\n"

@@ -140,7 +140,12 @@ def source_date_epoch(bundle: SealedBundle) -> int:
         if not env.isdigit():
             raise InputError(f"SOURCE_DATE_EPOCH must be a whole number of seconds, got {env!r}")
         return int(env)
-    created = dt.datetime.strptime(bundle.created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    from builder.core.utctime import canonical_time
+
+    # the written form without loading _strptime; strptime reads anything else as before
+    created = canonical_time(bundle.created) or dt.datetime.strptime(
+        bundle.created, "%Y-%m-%dT%H:%M:%SZ"
+    ).replace(tzinfo=dt.UTC)
     return int(created.timestamp())
 
 

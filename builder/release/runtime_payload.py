@@ -19,7 +19,6 @@ The compiler's output is cached (``_compile``) by the sources and the interprete
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import struct
 import subprocess
@@ -131,6 +130,8 @@ def sources() -> tuple[str, tuple[str, ...], list[str]]:
     """What ``host_runtime_files`` reads, for the build's record of its inputs: the package
     folder, the suffixes taken from it, and every file of the runtime's libraries (their
     installation records included, which a reinstall rewrites)."""
+    import importlib.metadata
+
     files = []
     for name in RUNTIME_DISTRIBUTIONS:
         dist = importlib.metadata.distribution(name)
@@ -225,6 +226,8 @@ def _builder_package() -> list[PayloadFile]:
 
 
 def _distribution(name: str) -> list[PayloadFile]:
+    import importlib.metadata  # here: an image without a base needs only ``cache_dir``, ``LIB_DIR``
+
     try:
         dist = importlib.metadata.distribution(name)
     except importlib.metadata.PackageNotFoundError:
