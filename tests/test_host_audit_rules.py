@@ -6,12 +6,13 @@ import datetime as dt
 import json
 import os
 import pwd
+import stat
 from pathlib import Path
 
 import pytest
 
 from builder.core.canonical import digest, dumps
-from builder.core.errors import CheckFailed
+from builder.core.errors import CheckFailed, StateError
 from builder.host import audit
 from builder.host.layout import Layout
 
@@ -221,3 +222,42 @@ def test_an_empty_log_names_no_event_and_a_state_file_beside_a_log_is_fine(
     layout = _host(tmp_path, 2)
     layout.state.write_bytes(b"{}")
     assert audit.verify(layout).events == 2
+
+
+def test_append_writes_log_and_head_0640_and_names_the_actor(tmp_path: Path) -> None:
+    layout = _host(tmp_path, 0)
+    audit.append(layout, T0, "test-event")  # no ``who``: the actor is whoever runs it
+    for path in (layout.audit, layout.audit_head):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640, path.name
+    (event,) = audit.read_events(layout)
+    assert event["actor"] == audit.actor()
+
+
+def test_append_refuses_a_state_directory_others_may_write(tmp_path: Path) -> None:
+    layout = _host(tmp_path, 1)
+    layout.state_dir.chmod(0o777)
+    before = layout.audit.read_bytes()
+    with pytest.raises(
+        StateError, match=r"unsafe directory var/lib/breakglass: it is writable by group or others"
+    ):
+        audit.append(layout, T0, "test-event", who="tester")
+    assert layout.audit.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("text", "last"),
+    [
+        (b"one\ntwo\n", b"two\n"),
+        (b"one\ntwo", b"two"),  # a torn append: the partial line as it is, nothing added
+        (b"two", b"two"),
+        (b"one\n" + b"x" * 5000, b"x" * 5000),
+    ],
+)
+def test_the_last_line_is_read_as_written(tmp_path: Path, text: bytes, last: bytes) -> None:
+    path = tmp_path / "log"
+    path.write_bytes(text)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert audit._last_line(fd) == last
+    finally:
+        os.close(fd)

@@ -8,12 +8,11 @@ Encoded by json's C encoder (``_json``), configured as
 configures it, without importing ``json`` (which imports ``re``): the host's
 status and login paths use this module. Small inputs are hashed with the
 built-in ``_sha256`` (``hashlib`` loads OpenSSL, which costs more than the
-hash of a manifest) until OpenSSL is loaded anyway; the digests are the same.
+hash of a manifest); the digests are the same.
 """
 
 from __future__ import annotations
 
-import sys
 from _json import encode_basestring, make_encoder  # CPython's C encoder, what json uses
 
 TYPE_CHECKING = False  # typing itself costs the start of every host command
@@ -45,8 +44,7 @@ def dumps(document: Any) -> bytes:
 
 
 def sha256_hex(data: bytes) -> str:
-    # OpenSSL's once something has loaded it (a build hashes hundreds of files)
-    if len(data) < _SMALL and "_hashlib" not in sys.modules:
+    if len(data) < _SMALL:
         try:
             from _sha256 import sha256  # type: ignore[import-not-found]
         except ImportError:  # pragma: no cover
