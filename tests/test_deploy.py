@@ -74,6 +74,32 @@ def test_deploy_command_for_ssh_passes_connection_data(tmp_path: Path) -> None:
     assert "--sudo" in argv and "2222" in argv
 
 
+def test_provisioning_over_ssh_keeps_host_keys_out_of_the_users_known_hosts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the build VM's host key is new each build; ~/.ssh may not exist (it did not in CI)
+    from builder.vm.deploy import run
+
+    staged = stage_payload(synthetic_payload(), DIRS, tmp_path / "staged")
+    seen: list[list[str]] = []
+
+    def record(argv: list[str], **kwargs: object) -> object:
+        seen.append(argv)
+        raise OSError("recorded")
+
+    monkeypatch.setattr(subprocess, "Popen", record)  # the module calls subprocess.Popen
+    for target in ("@ssh/127.0.0.1", f"@chroot/{tmp_path}"):
+        with pytest.raises(OSError, match="recorded"):
+            run.provision(target, staged, ssh_port=2222)
+    over_ssh, into_chroot = seen
+    (data,) = [a for a in over_ssh if a.startswith("ssh_known_hosts_file=")]
+    known_hosts = Path(data.split("=", 1)[1])
+    assert known_hosts.name == "known_hosts"
+    assert known_hosts.parent.name.startswith("breakglass-deploy-")
+    assert not known_hosts.parent.exists()  # removed with the run
+    assert not any(a.startswith("ssh_known_hosts_file=") for a in into_chroot)
+
+
 def test_module_entry_point_gives_one_line_error(tmp_path: Path) -> None:
     staged = stage_payload(synthetic_payload(), DIRS, tmp_path / "staged")
     proc = subprocess.run(

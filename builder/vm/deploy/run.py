@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ def deploy_command(
     ssh_port: int | None = None,
     ssh_key: str | None = None,
     sudo: bool = False,
+    known_hosts: Path | None = None,
     python: str = sys.executable,
 ) -> list[str]:
     """The pyinfra command line that installs ``staged`` into ``target``.
@@ -58,6 +60,8 @@ def deploy_command(
         argv += ["--key", ssh_key]
     if sudo:
         argv.append("--sudo")
+    if known_hosts is not None:
+        argv += ["--data", f"ssh_known_hosts_file={known_hosts}"]
     return argv
 
 
@@ -78,20 +82,25 @@ def provision(
     pyinfra fails.
     """
     load_index(staged)
-    argv = deploy_command(
-        target, staged, ssh_user=ssh_user, ssh_port=ssh_port, ssh_key=ssh_key, sudo=sudo
-    )
-    proc = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
-    )
-    assert proc.stdout is not None
-    lines = []
-    for line in proc.stdout:
-        line = line.rstrip("\n")
-        lines.append(line)
-        if on_line:
-            on_line(line)
-    rc = proc.wait()
+    # An @ssh target is a machine made for this build (Packer's VM), with host keys of its
+    # own: its key is accepted into a file of this run's, not the user's ~/.ssh/known_hosts,
+    # which may not exist and where a later build's new key on the same port would clash.
+    with tempfile.TemporaryDirectory(prefix="breakglass-deploy-") as private:
+        argv = deploy_command(
+            target, staged, ssh_user=ssh_user, ssh_port=ssh_port, ssh_key=ssh_key, sudo=sudo,
+            known_hosts=Path(private) / "known_hosts" if target.startswith("@ssh/") else None,
+        )  # fmt: skip
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+        )
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            lines.append(line)
+            if on_line:
+                on_line(line)
+        rc = proc.wait()
     if rc != 0:
         raise CheckFailed(f"provisioning {target} failed: {failure_cause(lines)}")
     return parse_results(lines)
