@@ -4,11 +4,13 @@ and a bound on what one line may make it hold."""
 from __future__ import annotations
 
 import datetime as dt
+import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from builder.core.canonical import digest
+from builder.core.canonical import digest, dumps
 from builder.core.errors import CheckFailed
 from builder.host import audit
 from builder.host.layout import Layout
@@ -167,3 +169,140 @@ def test_any_block_size_gives_the_verdict_of_one_line_at_a_time(
     else:
         with pytest.raises(CheckFailed, match=f"^audit log {message}"):
             audit.verify(log)
+
+
+def _chain(count: int, pad: int = 0) -> list[bytes]:
+    """``count`` chained events, each padded with ``pad`` bytes in its details."""
+    prev, lines = audit.GENESIS, []
+    for seq in range(1, count + 1):
+        line = dumps({"seq": seq, "time": "2026-11-29T19:00:00Z", "event": "test-event", "actor": "tester",
+                      "request_id": None, "scope": None, "details": {"pad": "x" * pad}, "prev": prev})  # fmt: skip
+        lines.append(line)
+        prev = digest(line)
+    return lines
+
+
+def _padded(seq: int, prev: str, length: int) -> bytes:
+    """Event ``seq``, chained to ``prev``, padded to a line of exactly ``length`` bytes."""
+    line = (
+        _chain(1)[0]
+        .replace(b'"seq":1', b'"seq":%d' % seq)
+        .replace(audit.GENESIS.encode(), prev.encode())
+    )
+    return line.replace(b'"pad":""', b'"pad":"' + b"x" * (length - len(line)) + b'"')
+
+
+def _write(tmp_path: Path, lines: list[bytes]) -> tuple[Path, Path]:
+    log, head = tmp_path / "audit.jsonl", tmp_path / "audit.head"
+    log.write_bytes(b"".join(lines))
+    head.write_bytes(dumps({"seq": len(lines), "head": digest(lines[-1])}))
+    return log, head
+
+
+def test_a_valid_ascii_log_is_checked_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # over a block (1 MiB) of lines: none is left to the line-by-line check, however deep
+    # into its block it starts; that check is what a line that fails in place gets
+    lines = _chain(3000, pad=300)
+    log, head = _write(tmp_path, lines)
+    judged: list[int] = []
+    check_line = audit._check_line
+
+    def counted(n: int, line: bytes, prev: str) -> dict[str, Any]:
+        judged.append(n)
+        return check_line(n, line, prev)
+
+    monkeypatch.setattr(audit, "_check_line", counted)
+    count, prev, *_ = audit.verify_chain(log, head)
+    assert (count, prev) == (3000, digest(lines[-1]))
+    assert judged == []
+    log.write_bytes(b"".join(lines).replace(b'"seq":2000,', b'"seq":2001,'))
+    with pytest.raises(CheckFailed, match="line 2000: sequence number 2001"):
+        audit.verify_chain(log, head)
+    assert judged == [2000]
+
+
+@pytest.mark.parametrize(("extra", "message"), [(0, None), (1, "line 2: longer than any event")])
+def test_the_longest_line_is_max_line_bytes(
+    tmp_path: Path, extra: int, message: str | None
+) -> None:
+    first = _chain(1)[0]
+    second = _padded(2, digest(first), audit.MAX_LINE + extra)
+    assert len(second) == audit.MAX_LINE + extra
+    log, head = _write(tmp_path, [first, second])
+    if message is None:
+        assert audit.verify_chain(log, head)[:2] == (2, digest(second))
+    else:
+        with pytest.raises(CheckFailed, match=message):
+            audit.verify_chain(log, head)
+
+
+@pytest.mark.parametrize(
+    ("length", "message"),
+    [(audit.MAX_LINE, "line 2: truncated"), (audit.MAX_LINE + 1, "line 2: longer than any event")],
+)
+def test_an_unfinished_last_line_is_too_long_only_past_max_line(
+    tmp_path: Path, length: int, message: str
+) -> None:
+    first = _chain(1)[0]
+    log, head = _write(tmp_path, [first])
+    log.write_bytes(first + b"x" * length)
+    with pytest.raises(CheckFailed, match=message):
+        audit.verify_chain(log, head)
+
+
+def test_an_empty_first_line_is_not_json(tmp_path: Path) -> None:
+    # not the empty line and the event after it read as one (json.loads skips the newline)
+    lines = _chain(1)
+    log, head = _write(tmp_path, lines)
+    log.write_bytes(b"\n" + lines[0])
+    with pytest.raises(CheckFailed, match="line 1: not json"):
+        audit.verify_chain(log, head)
+
+
+def test_a_part_stops_at_its_end_whatever_the_block_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = _chain(6)
+    log, _ = _write(tmp_path, lines)
+    start = len(lines[0] + lines[1])
+    end = start + len(lines[2] + lines[3])
+    n0, prev = audit._position(log, start)
+    assert (n0, prev) == (3, digest(lines[1]))
+    check = audit._Check(log, None, None, False, False, audit._line_hasher(0))
+    for block in range(1, 2 * len(lines[0]) + 3):
+        monkeypatch.setattr(audit, "_BLOCK", block)
+        assert check.part(start, end, n0, prev)[:2] == (2, digest(lines[3])), block
+        assert check.part(0, start, 1, audit.GENESIS)[:2] == (2, digest(lines[1])), block
+
+
+@pytest.mark.parametrize("block", [1, 64, 1 << 20])
+@pytest.mark.parametrize("which", [0, 1])
+def test_a_part_that_ends_inside_a_line_means_the_log_was_rewritten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int, which: int
+) -> None:
+    # _split cuts just after a newline; a cut inside a line is what a rewrite under the
+    # check leaves: the first part (checked here) or a later one (by a child) finds it
+    lines = _chain(6)
+    log, head = _write(tmp_path, lines)
+    inside = len(b"".join(lines[:3])) + 10
+    bounds = [inside, inside + 100] if which == 0 else [len(lines[0]), inside]
+    monkeypatch.setattr(audit, "_BLOCK", block)
+    monkeypatch.setattr(audit, "_split", lambda log, size: bounds)
+    with pytest.raises(CheckFailed, match="^the audit log changed while it was being verified$"):
+        audit.verify_chain(log, head)
+
+
+def test_verify_holds_a_block_not_the_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audit, "_BLOCK", 4096)
+    lines = _chain(2000, pad=200)
+    log, head = _write(tmp_path, lines)
+    assert log.stat().st_size > 600_000
+    tracemalloc.start()
+    try:
+        assert audit.verify_chain(log, head)[0] == 2000
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 200_000

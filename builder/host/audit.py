@@ -278,6 +278,13 @@ class _Check:
     error is the error one pass would report if no earlier part has one.
     """
 
+    # what ``part`` has found so far in its part (``part`` resets them, ``_lines`` adds to them)
+    at_head: str | None
+    anchored: bool
+    recorded: list[Any]
+    activated: dict[str, Any] | None
+    event: dict[str, Any] | None
+
     def __init__(
         self,
         log_path: str | PathLike[str],
@@ -289,12 +296,6 @@ class _Check:
     ) -> None:
         self.log_path, self.head_seq, self.expect_head = log_path, head_seq, expect_head
         self.recordings, self.strict, self.sha256 = recordings, strict, sha256
-        # what ``part`` has found so far in its part (``_lines`` adds to it)
-        self.at_head: str | None = None
-        self.anchored = False
-        self.recorded: list[Any] = []
-        self.activated: dict[str, Any] | None = None
-        self.event: dict[str, Any] | None = None
 
     def part(self, start: int, end: int | None, n0: int, prev: str) -> _Part:
         """Lines from byte ``start`` (line ``n0``, chained to ``prev``) to ``end`` (None: the end).
@@ -313,8 +314,9 @@ class _Check:
                 log.seek(start)
                 while True:
                     if left == 0 and tail:
-                        # a line runs past the part's end (the log changed): read on, as one pass would
-                        left = -1
+                        # the part ends just after a newline that ``_split`` saw: the log was
+                        # rewritten under the check (appends never touch what was written)
+                        raise CheckFailed("the audit log changed while it was being verified")
                     data = log.read(_BLOCK if left < 0 else min(_BLOCK, left)) if left else b""
                     if not data:
                         if tail:  # a last line without its newline: checked (and refused) too
