@@ -290,7 +290,7 @@ def test_a_part_that_ends_inside_a_line_means_the_log_was_rewritten(
     bounds = [inside, inside + 100] if which == 0 else [len(lines[0]), inside]
     monkeypatch.setattr(audit, "_BLOCK", block)
     monkeypatch.setattr(audit, "_split", lambda log, size: bounds)
-    with pytest.raises(CheckFailed, match="^the audit log changed while it was being verified$"):
+    with pytest.raises(CheckFailed, match=r"^the audit log changed while it was being verified$"):
         audit.verify_chain(log, head)
 
 
