@@ -214,3 +214,74 @@ def test_a_part_whose_child_failed_is_checked_by_the_parent(
     log.write_bytes(b"".join(lines))
     with pytest.raises(CheckFailed, match=r"^audit log line 171: not json$"):
         audit.verify_chain(log, head)
+
+
+def _cuts(size: int, line: int, parts: int) -> list[int]:
+    """Where ``_split`` should cut a log of ``line``-byte lines: just after the first newline
+    at or past each part's target (a sixteenth of a part past an even share)."""
+    cuts: list[int] = []
+    for i in range(1, parts):
+        target = size * i // parts + size // (parts * 16)
+        at = -(-target // line) * line  # the next line start at or after the target
+        if at >= size or (cuts and at <= cuts[-1]):
+            break
+        cuts.append(at)
+    return cuts
+
+
+@pytest.mark.parametrize("cores", [1, 2, 3, 4, 8])
+@pytest.mark.parametrize("line", [1, 64, 97, 1000])
+def test_a_long_log_is_cut_just_after_a_newline_once_per_core(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cores: int, line: int
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    log = tmp_path / "log"
+    log.write_bytes((b"x" * (line - 1) + b"\n") * (12_000 // line))
+    size = log.stat().st_size
+    monkeypatch.setattr(audit, "_SPLIT_BYTES", size)
+    with log.open("rb") as f:
+        cuts = audit._split(f, size)
+        parts = min(cores, audit._MAX_PARTS)
+        assert cuts == _cuts(size, line, parts)
+        if line < 1000:  # lines short against a part: every part gets its cut
+            assert len(cuts) == parts - 1
+        monkeypatch.setattr(audit, "_SPLIT_BYTES", size + 1)
+        assert audit._split(f, size) == []  # below the threshold: one pass
+
+
+def test_a_log_is_not_cut_where_no_newline_comes_soon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(audit, "_SPLIT_BYTES", 1)
+    log = tmp_path / "log"
+    # one newline just before the first target, then longer than any line without one
+    size = 4 * (audit.MAX_LINE + 2)
+    first = size // 4 + size // 64
+    log.write_bytes(b"x" * (first - 1) + b"\n" + b"x" * (size - first))
+    with log.open("rb") as f:
+        assert audit._split(f, size) == [first]
+    # the first two targets (1062, 2062) share their next newline: one cut; the third
+    # target's newline ends the log: no cut there
+    log.write_bytes(b"x" * 2999 + b"\n" + b"x" * 999 + b"\n")
+    with log.open("rb") as f:
+        assert audit._split(f, 4000) == [3000]
+    # the second target's newline is the log's last byte: a part there would be empty
+    log.write_bytes(b"x" * 1999 + b"\n" + b"x" * 1999 + b"\n")
+    with log.open("rb") as f:
+        assert audit._split(f, 4000) == [2000]
+
+
+@pytest.mark.parametrize(("distance", "cut"), [(audit.MAX_LINE, True), (audit.MAX_LINE + 1, False)])
+def test_a_cut_looks_one_line_length_past_its_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, distance: int, cut: bool
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(audit, "_SPLIT_BYTES", 1)
+    size = 4 * audit.MAX_LINE
+    target = size // 2 + size // 32
+    newline = target - 1 + distance  # the one newline before the last byte
+    log = tmp_path / "log"
+    log.write_bytes(b"x" * newline + b"\n" + b"x" * (size - newline - 2) + b"\n")
+    with log.open("rb") as f:
+        assert audit._split(f, size) == ([newline + 1] if cut else [])

@@ -261,3 +261,33 @@ def test_the_last_line_is_read_as_written(tmp_path: Path, text: bytes, last: byt
         assert audit._last_line(fd) == last
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize(
+    ("text", "most_bytes", "most_reads"),
+    [
+        (b"".join(b"%099d\n" % i for i in range(10_000)), 4096, 1),  # 1 MB of short lines: a page
+        (b"a" * 2999 + b"\n" + b"b" * 2999 + b"\n", 4096, 1),  # the page holds both newlines
+        (b"a\n" + b"b" * 100_000 + b"\n", 200_000, 6),  # a long line: reads that double
+    ],
+)
+def test_the_last_line_is_found_reading_from_the_end_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: bytes, most_bytes: int, most_reads: int
+) -> None:
+    # an append reads the line it chains to; its cost must not grow with the log
+    path = tmp_path / "log"
+    path.write_bytes(text)
+    reads: list[int] = []
+    pread = os.pread
+
+    def counted(fd: int, n: int, offset: int) -> bytes:
+        reads.append(n)
+        return pread(fd, n, offset)
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        monkeypatch.setattr(os, "pread", counted)
+        assert audit._last_line(fd) == text[text.rfind(b"\n", 0, -1) + 1 :]
+    finally:
+        os.close(fd)
+    assert sum(reads) <= most_bytes and len(reads) <= most_reads

@@ -249,11 +249,7 @@ def _split(log: Any, size: int) -> list[int]:
     """
     if size < _SPLIT_BYTES:
         return []
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - Linux has it
-        cores = os.cpu_count() or 1
-    parts = min(cores, _MAX_PARTS)
+    parts = min(len(os.sched_getaffinity(0)), _MAX_PARTS)  # the cores this process may use (Linux)
     bounds: list[int] = []
     for i in range(1, parts):
         # a later part starts by counting the lines before it: give it a little less to check
@@ -607,10 +603,7 @@ def _make_encoder() -> Callable[[Any, int], Any]:
     canonical separators, UTF-8 strings, NaN and infinity refused) and no cycle check, which parsed JSON
     cannot need. ``test_host_audit_stream`` holds it equal to ``dumps``.
     """
-    try:
-        from _json import encode_basestring, make_encoder
-    except ImportError:  # pragma: no cover - CPython always has it
-        return lambda document, _: (dumps(document)[:-1].decode("utf-8"),)
+    from _json import encode_basestring, make_encoder  # CPython's, as json itself uses
 
     def refuse(value: object) -> object:
         raise TypeError(f"not json: {type(value).__name__}")
