@@ -8,11 +8,12 @@ spec, the sealed bundle, requests, verification and the host all use these.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
+from builder.core.record import record
 
-@dataclass(frozen=True)
+
+@record
 class Group:
     """One group of approvers: ``threshold`` of ``members`` must approve."""
 

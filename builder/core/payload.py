@@ -7,11 +7,11 @@ deploy. Both read the same plan, so both carry the same bytes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from builder.core.canonical import digest
+from builder.core.record import record
 
 # Fixed paths inside every image.
 MANIFEST_PATH = "etc/breakglass/manifest.json"
@@ -26,7 +26,7 @@ STATE_DIR = "var/lib/breakglass"
 RUNTIME_DIR = "run/breakglass"
 
 
-@dataclass(frozen=True, order=True)
+@record(order=True)
 class PayloadFile:
     """One regular file of the payload. ``path`` is relative to the root, no leading slash.
 

@@ -14,7 +14,6 @@ import datetime as dt
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +32,7 @@ from builder.core.payload import (
     SYSTEMD_DIR,
     PayloadFile,
 )
+from builder.core.record import record
 from builder.release.bundle import SealedBundle
 from builder.release.manifest import compose
 from builder.release.render import render_all
@@ -57,7 +57,7 @@ TMPFILES_PATH = "etc/tmpfiles.d/breakglass.conf"
 TMPFILES = b"d /run/breakglass 0700 root root -\n"
 
 
-@dataclass(frozen=True)
+@record
 class BuildPlan:
     """Everything an image will hold, computed before anything is written."""
 
@@ -76,7 +76,7 @@ class BuildPlan:
         return canonical.digest(self.manifest)
 
 
-@dataclass(frozen=True)
+@record
 class BuildResult:
     image_dir: Path
     manifest_digest: str

@@ -9,12 +9,12 @@ bytes are what the manifest hashes and the image carries.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from typing import Any
 
 from builder.approval.quorum import Group, fewest
 from builder.core import agecrypt, bounded
 from builder.core.errors import InputError
+from builder.core.record import record
 from builder.core.yamlfile import Node
 
 FORMAT = "breakglass-sealed-bundle/1"
@@ -23,7 +23,7 @@ ARMOR_END = "-----END AGE ENCRYPTED FILE-----"
 CREDENTIAL_KINDS = ("ssh-ed25519", "token", "password", "opaque")
 
 
-@dataclass(frozen=True)
+@record
 class SealedCredential:
     name: str
     kind: str
@@ -41,7 +41,7 @@ class SealedCredential:
         return out
 
 
-@dataclass(frozen=True)
+@record
 class SealedScope:
     name: str
     unseal_recipient: str
@@ -73,7 +73,7 @@ class SealedScope:
         return fewest(self.group_threshold, (g.threshold for g in self.groups))
 
 
-@dataclass(frozen=True)
+@record
 class SealedBundle:
     image: str
     created: str

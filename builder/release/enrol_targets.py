@@ -28,15 +28,15 @@ targets with pyinfra; this module only parses them.
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass
 
+from builder.core.record import record
 from builder.core.yamlfile import Node
 
 PLACEHOLDERS = ("public", "fingerprint", "name", "scope", "kind")
 DEFAULT_LINE = "{public}"
 
 
-@dataclass(frozen=True)
+@record
 class EnrolTarget:
     hosts: str
     file: str

@@ -21,13 +21,13 @@ import struct
 import tarfile
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 from builder.core.canonical import digest
 from builder.core.errors import CheckFailed, InputError
 from builder.core.payload import PayloadFile
+from builder.core.record import field, record
 
 DIR_MODE = 0o755
 GZIP_LEVEL = 6
@@ -38,7 +38,7 @@ _GZIP_HEADER = b"\x1f\x8b\x08\x00" + b"\x00\x00\x00\x00" + b"\x00\xff"
 _WHITEOUT_PREFIX = ".wh."
 
 
-@dataclass(frozen=True)
+@record
 class Layer:
     """A packed layer: the gzip blob, its digest, the digest of its tar (diff_id) and size.
 
@@ -51,7 +51,7 @@ class Layer:
     size: int
 
 
-@dataclass(frozen=True)
+@record
 class LayerEntry:
     """One entry read back from a layer. ``type`` is file, dir, symlink, hardlink or other."""
 

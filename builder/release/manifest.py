@@ -10,12 +10,12 @@ trusts only what this file says, and only after its signature checks out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from builder.core import bounded, canonical
 from builder.core.errors import CheckFailed, InputError
 from builder.core.payload import BUNDLE_PATH, RUNTIME_DIR, PayloadFile
+from builder.core.record import record
 from builder.release.bundle import SealedBundle
 from builder.release.spec import ImageSpec
 
@@ -93,7 +93,7 @@ def compose(
     }
 
 
-@dataclass(frozen=True)
+@record
 class Manifest:
     """A parsed manifest. ``raw`` is the exact bytes that were signed."""
 

@@ -18,7 +18,6 @@ import shutil
 import tarfile
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 from builder.core.canonical import digest
 from builder.core.errors import CheckFailed, InputError, StateError
 from builder.core.fsio import atomic_file, fsync_dir, sync_all
+from builder.core.record import field, record
 from builder.release import verified_blobs
 from builder.release.layer import Layer
 
@@ -44,7 +44,7 @@ _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
-@dataclass(frozen=True)
+@record
 class Layout:
     """A planned OCI layout: every file by its path relative to the layout root."""
 
@@ -56,7 +56,7 @@ class Layout:
     linked: dict[str, Path] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@record
 class LoadedImage:
     """One tagged image read from a layout, every blob checked against its descriptor."""
 

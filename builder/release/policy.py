@@ -8,19 +8,19 @@ the value that breaks it.
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
 from typing import Any
 
 from builder.approval.quorum import Group, fewest
 from builder.core import agecrypt
 from builder.core.errors import InputError
+from builder.core.record import record
 from builder.core.yamlfile import Node, node_duration, node_name, unique
 
 MAX_TTL_CAP = 24 * 3600
 SIGNING_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "sk-ssh-ed25519@openssh.com", "ecdsa-sha2-nistp256")
 
 
-@dataclass(frozen=True)
+@record
 class Approver:
     name: str
     recipient: str
@@ -30,7 +30,7 @@ class Approver:
         return {"name": self.name, "recipient": self.recipient, "signing_key": self.signing_key}
 
 
-@dataclass(frozen=True)
+@record
 class Policy:
     group_threshold: int
     groups: tuple[Group, ...]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from builder.core.errors import InputError
 from builder.core.payload import AGENTS_DIR, RUNTIME_DIR
+from builder.core.record import record
 from builder.release.bundle import SealedBundle
 from builder.release.spec import ImageSpec, template_where
 
@@ -32,7 +32,7 @@ SYSTEM_TEMPLATES = {
 }
 
 
-@dataclass(frozen=True)
+@record
 class Rendered:
     """Every rendered text, keyed by its payload path."""
 

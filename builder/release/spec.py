@@ -1,4 +1,4 @@
-"""The image spec (``images/NAME.yaml``): parsed strictly into frozen dataclasses.
+"""The image spec (``images/NAME.yaml``): parsed strictly into frozen records.
 
 An ``ImageSpec`` that exists is valid: ``load`` checks types, unknown keys
 (suggesting the near miss), recipients, signing keys and the policy rules
@@ -9,12 +9,12 @@ and every error names ``file:line:col``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from builder.core import canonical, duration
 from builder.core.errors import InputError
+from builder.core.record import field, record
 from builder.core.yamlfile import (
     Node,
     fast_plain_loads,
@@ -39,7 +39,7 @@ GENERATED_KINDS = ("ssh-ed25519", "token", "password")
 SUPPLIED_KINDS = ("token", "password", "opaque")
 
 
-@dataclass(frozen=True)
+@record
 class Scope:
     name: str
     description: str
@@ -48,7 +48,7 @@ class Scope:
     sudo: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@record
 class Credential:
     """Where a credential comes from: ``generate`` a kind, or read ``from_file`` / ``from_env``."""
 
@@ -62,7 +62,7 @@ class Credential:
     enrol: tuple[EnrolTarget, ...] = field(default=(), compare=False)
 
 
-@dataclass(frozen=True)
+@record
 class Agent:
     name: str
     scope: str
@@ -74,7 +74,7 @@ class Agent:
     template_where: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
 
-@dataclass(frozen=True)
+@record
 class ImageSpec:
     path: Path
     name: str

@@ -1,0 +1,201 @@
+"""Frozen value classes, declared as dataclasses are, built without generating code.
+
+``@dataclass(frozen=True)`` compiles an ``__init__``, ``__repr__``, ``__eq__``,
+``__hash__``, ``__setattr__`` and ``__delattr__`` for every class it decorates: about
+0.6 ms a class at import, 12 ms of every ``build`` for the twenty classes a build
+loads. ``@record`` gives a class the same behaviour from shared methods that read the
+class's field list, so declaring one costs microseconds. Type checkers see a frozen
+dataclass (``dataclass_transform``), so assigning to a field is still a type error.
+
+It covers what the package's records use: fields in declaration order, passed by
+position or keyword; plain defaults; ``field(default=, default_factory=, repr=,
+compare=, hash=)``; ``order=True``. A class that needs inheritance of fields,
+``__post_init__``, ``ClassVar`` or ``InitVar`` stays a dataclass; ``record`` refuses
+what it does not support rather than guess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar, dataclass_transform, overload
+
+T = TypeVar("T")
+
+_MISSING: Any = object()
+
+
+class FrozenInstanceError(AttributeError):
+    """Assignment to a field of a record (as ``dataclasses.FrozenInstanceError``)."""
+
+
+class Field:
+    __slots__ = ("compare", "default", "default_factory", "hash", "repr")
+
+    def __init__(
+        self,
+        default: Any,
+        default_factory: Any,
+        repr: bool,
+        compare: bool,
+        hash: bool | None,
+    ) -> None:
+        self.default, self.default_factory = default, default_factory
+        self.repr, self.compare, self.hash = repr, compare, hash
+
+
+def field(
+    *,
+    default: Any = _MISSING,
+    default_factory: Callable[[], Any] = _MISSING,
+    repr: bool = True,
+    compare: bool = True,
+    hash: bool | None = None,
+) -> Any:
+    """A field's options, as ``dataclasses.field`` takes them."""
+    if default is not _MISSING and default_factory is not _MISSING:
+        raise ValueError("cannot specify both default and default_factory")
+    return Field(default, default_factory, repr, compare, hash)
+
+
+class _Fields:
+    """What the shared methods need to know of one record class."""
+
+    __slots__ = ("compared", "defaults", "factories", "hashed", "index", "names", "shown")
+
+    def __init__(self, cls: type) -> None:
+        if any(hasattr(base, "__record__") for base in cls.__mro__[1:]):
+            raise TypeError(f"{cls.__qualname__}: a record cannot inherit fields")
+        self.names: tuple[str, ...] = ()
+        self.defaults: dict[str, Any] = {}
+        self.factories: dict[str, Callable[[], Any]] = {}
+        shown, compared, hashed = [], [], []
+        # the class's own annotations, as written (inspect.get_annotations would import inspect)
+        for name, note in cls.__dict__.get("__annotations__", {}).items():  # noqa: RUF063
+            if str(note).startswith(("ClassVar", "typing.ClassVar", "InitVar", "dataclasses.")):
+                raise TypeError(f"{cls.__qualname__}.{name}: not supported by record")
+            spec = cls.__dict__.get(name, _MISSING)
+            if not isinstance(spec, Field):
+                spec = Field(spec, _MISSING, True, True, None)
+            if spec.default is not _MISSING:
+                self.defaults[name] = spec.default
+                setattr(cls, name, spec.default)  # as dataclasses leaves it: the class attribute
+            elif spec.default_factory is not _MISSING:
+                self.factories[name] = spec.default_factory
+                if name in cls.__dict__:
+                    delattr(cls, name)
+            elif self.defaults or self.factories:
+                raise TypeError(
+                    f"{cls.__qualname__}: field {name} without a default follows one with"
+                )
+            self.names += (name,)
+            if spec.repr:
+                shown.append(name)
+            if spec.compare:
+                compared.append(name)
+            if spec.hash or (spec.hash is None and spec.compare):
+                hashed.append(name)
+        self.index = frozenset(self.names)
+        self.shown, self.compared, self.hashed = tuple(shown), tuple(compared), tuple(hashed)
+
+
+def _init(self: Any, *args: Any, **kwargs: Any) -> None:
+    fields: _Fields = self.__record__
+    names = fields.names
+    if len(args) > len(names):
+        raise TypeError(
+            f"{type(self).__name__}() takes {len(names)} positional arguments but {len(args)} were given"
+        )
+    values = dict(zip(names, args, strict=False))
+    for name, value in kwargs.items():
+        if name not in fields.index:
+            raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument '{name}'")
+        if name in values:
+            raise TypeError(f"{type(self).__name__}() got multiple values for argument '{name}'")
+        values[name] = value
+    state = self.__dict__
+    for name in names:
+        if name in values:
+            state[name] = values[name]
+        elif name in fields.defaults:
+            state[name] = fields.defaults[name]
+        elif name in fields.factories:
+            state[name] = fields.factories[name]()
+        else:
+            raise TypeError(f"{type(self).__name__}() missing required argument: '{name}'")
+
+
+def _repr(self: Any) -> str:
+    shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__record__.shown)
+    return f"{type(self).__qualname__}({shown})"
+
+
+def _key(self: Any) -> tuple[Any, ...]:
+    return tuple(getattr(self, name) for name in self.__record__.compared)
+
+
+def _eq(self: Any, other: object) -> Any:
+    if other.__class__ is not self.__class__:
+        return NotImplemented
+    return _key(self) == _key(other)
+
+
+def _hash(self: Any) -> int:
+    return hash(tuple(getattr(self, name) for name in self.__record__.hashed))
+
+
+def _frozen(self: Any, name: str, *value: Any) -> None:
+    raise FrozenInstanceError(f"cannot assign to field '{name}'")
+
+
+def _ordering(op: Callable[[tuple[Any, ...], tuple[Any, ...]], bool]) -> Callable[[Any, Any], Any]:
+    def compare(self: Any, other: Any) -> Any:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return op(_key(self), _key(other))
+
+    return compare
+
+
+_ORDER = {
+    "__lt__": _ordering(lambda a, b: a < b),
+    "__le__": _ordering(lambda a, b: a <= b),
+    "__gt__": _ordering(lambda a, b: a > b),
+    "__ge__": _ordering(lambda a, b: a >= b),
+}
+
+
+def _build(cls: type[T], order: bool) -> type[T]:
+    fields = _Fields(cls)
+    methods: dict[str, Any] = {
+        "__record__": fields,
+        "__match_args__": fields.names,
+        "__init__": _init,
+        "__repr__": _repr,
+        "__eq__": _eq,
+        "__hash__": _hash,
+        "__setattr__": _frozen,
+        "__delattr__": _frozen,
+    }
+    if order:
+        methods.update(_ORDER)
+    for name, method in methods.items():
+        if name in cls.__dict__ and name not in ("__hash__", "__match_args__"):
+            raise TypeError(f"{cls.__qualname__}: record defines {name}")
+        type.__setattr__(cls, name, method)
+    return cls
+
+
+@overload
+def record(cls: type[T], /) -> type[T]: ...
+
+
+@overload
+def record(*, order: bool = False) -> Callable[[type[T]], type[T]]: ...
+
+
+@dataclass_transform(frozen_default=True, field_specifiers=(field,))
+def record(cls: type[T] | None = None, /, *, order: bool = False) -> Any:
+    """``@record`` or ``@record(order=True)``: the class as a frozen dataclass."""
+    if cls is None:
+        return lambda cls: _build(cls, order)
+    return _build(cls, order)
