@@ -151,5 +151,11 @@ def test_what_record_does_not_support_is_refused() -> None:
             def __repr__(self) -> str:
                 return "own"
 
+    with pytest.raises(ValueError, match=r"Shared\.items: a mutable default"):
+
+        @record
+        class Shared:
+            items: list[int] = []  # noqa: RUF012 - the mistake under test
+
     with pytest.raises(ValueError, match="both default and default_factory"):
         field(default=1, default_factory=int)

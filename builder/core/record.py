@@ -77,6 +77,10 @@ class _Fields:
             if not isinstance(spec, Field):
                 spec = Field(spec, _MISSING, True, True, None)
             if spec.default is not _MISSING:
+                if isinstance(spec.default, (list, dict, set)):
+                    raise ValueError(
+                        f"{cls.__qualname__}.{name}: a mutable default; use default_factory"
+                    )
                 self.defaults[name] = spec.default
                 setattr(cls, name, spec.default)  # as dataclasses leaves it: the class attribute
             elif spec.default_factory is not _MISSING:
@@ -179,7 +183,7 @@ def _build(cls: type[T], order: bool) -> type[T]:
     if order:
         methods.update(_ORDER)
     for name, method in methods.items():
-        if name in cls.__dict__ and name not in ("__hash__", "__match_args__"):
+        if name in cls.__dict__:
             raise TypeError(f"{cls.__qualname__}: record defines {name}")
         type.__setattr__(cls, name, method)
     return cls
