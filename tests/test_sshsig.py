@@ -288,6 +288,11 @@ def test_sign_never_reads_a_passphrase_from_our_stdin(tmp_path: Path) -> None:
         [keygen, "-q", "-t", "ed25519", "-N", "hunter2", "-f", str(key)],
         check=True, stdin=subprocess.DEVNULL,
     )  # fmt: skip
+    # the control, in this process (where mutation testing sees the test reach sign): the
+    # same call with a key that needs no passphrase signs
+    open_key, open_public = _keypair(tmp_path, "open")
+    signed = sshsig.sign(b"data", open_key, "file")
+    assert sshsig.verify(b"data", signed, {"open": open_public}, "file") == "open"
     env = {k: v for k, v in os.environ.items() if k not in _ASKPASS}
     child = subprocess.run(
         [sys.executable, "-c", _SIGN_FROM_PIPED_STDIN, str(key)],
