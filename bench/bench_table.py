@@ -274,6 +274,10 @@ def debian_row(runs: int, work: Path, keys: Path) -> Row:
     spec.write_text(spec.read_text() + "base: ../base-oci:bookworm\n")
     small = REPO / "images/example.yaml"
     sign = ["--sign-key", str(keys / "release")]
+    # one build first, not timed: it hashes the copied base once and fills the template and
+    # layer caches, as the builds before it did for the example's row; a user's next build
+    # on the cached base is the one measured
+    run([BREAKGLASS, "build", str(spec), "--out", str(project / "warm"), *sign])
     for n in range(max(3, runs // 2)):
         copy = work / f"base-copy{n}"
 

@@ -159,3 +159,19 @@ def test_what_record_does_not_support_is_refused() -> None:
 
     with pytest.raises(ValueError, match="both default and default_factory"):
         field(default=1, default_factory=int)
+
+
+@record(order=True)
+class One:
+    value: int
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class DataOne:
+    value: int
+
+
+def test_a_record_of_one_field_compares_and_hashes_as_a_dataclass() -> None:
+    assert One(1) == One(1) and One(1) != One(2) and One(1) < One(2)
+    assert hash(One(5)) == hash(DataOne(5))
+    assert sorted([One(3), One(1), One(2)]) == [One(1), One(2), One(3)]

@@ -17,6 +17,7 @@ what it does not support rather than guess.
 from __future__ import annotations
 
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any, TypeVar, dataclass_transform, overload
 
 T = TypeVar("T")
@@ -60,7 +61,7 @@ def field(
 class _Fields:
     """What the shared methods need to know of one record class."""
 
-    __slots__ = ("compared", "defaults", "factories", "hashed", "index", "names", "shown")
+    __slots__ = ("defaults", "factories", "hashed", "index", "key", "names", "shown")
 
     def __init__(self, cls: type) -> None:
         if any(hasattr(base, "__record__") for base in cls.__mro__[1:]):
@@ -99,7 +100,16 @@ class _Fields:
             if spec.hash or (spec.hash is None and spec.compare):
                 hashed.append(name)
         self.index = frozenset(self.names)
-        self.shown, self.compared, self.hashed = tuple(shown), tuple(compared), tuple(hashed)
+        self.shown = tuple(shown)
+        # the compared and the hashed fields as one tuple each, read in C (sorting compares often)
+        self.key, self.hashed = _getter(compared), _getter(hashed)
+
+
+def _getter(names: list[str]) -> Callable[[Any], tuple[Any, ...]]:
+    if len(names) == 1:
+        name = names[0]
+        return lambda value: (getattr(value, name),)
+    return attrgetter(*names) if names else lambda value: ()
 
 
 def _init(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -134,7 +144,7 @@ def _repr(self: Any) -> str:
 
 
 def _key(self: Any) -> tuple[Any, ...]:
-    return tuple(getattr(self, name) for name in self.__record__.compared)
+    return self.__record__.key(self)  # type: ignore[no-any-return]
 
 
 def _eq(self: Any, other: object) -> Any:
@@ -144,7 +154,7 @@ def _eq(self: Any, other: object) -> Any:
 
 
 def _hash(self: Any) -> int:
-    return hash(tuple(getattr(self, name) for name in self.__record__.hashed))
+    return hash(self.__record__.hashed(self))
 
 
 def _frozen(self: Any, name: str, *value: Any) -> None:
