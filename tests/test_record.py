@@ -175,3 +175,14 @@ def test_a_record_of_one_field_compares_and_hashes_as_a_dataclass() -> None:
     assert One(1) == One(1) and One(1) != One(2) and One(1) < One(2)
     assert hash(One(5)) == hash(DataOne(5))
     assert sorted([One(3), One(1), One(2)]) == [One(1), One(2), One(3)]
+
+
+def test_post_init_runs_after_the_fields_are_set() -> None:
+    # PayloadFile checks its path there: a record must not skip it
+    from builder.core.payload import PayloadFile
+
+    with pytest.raises(ValueError, match="payload path must be relative"):
+        PayloadFile("/etc/shadow", b"")
+    with pytest.raises(ValueError, match="payload path must be relative"):
+        PayloadFile(path="a/../../b", data=b"")
+    assert PayloadFile("etc/motd", b"hi").path == "etc/motd"

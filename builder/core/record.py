@@ -9,9 +9,9 @@ dataclass (``dataclass_transform``), so assigning to a field is still a type err
 
 It covers what the package's records use: fields in declaration order, passed by
 position or keyword; plain defaults; ``field(default=, default_factory=, repr=,
-compare=, hash=)``; ``order=True``. A class that needs inheritance of fields,
-``__post_init__``, ``ClassVar`` or ``InitVar`` stays a dataclass; ``record`` refuses
-what it does not support rather than guess.
+compare=, hash=)``; ``order=True``; ``__post_init__``. A class that needs
+inheritance of fields, ``ClassVar`` or ``InitVar`` stays a dataclass; ``record``
+refuses what it does not support rather than guess.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def field(
 class _Fields:
     """What the shared methods need to know of one record class."""
 
-    __slots__ = ("defaults", "factories", "hashed", "index", "key", "names", "shown")
+    __slots__ = ("defaults", "factories", "hashed", "index", "key", "names", "post_init", "shown")
 
     def __init__(self, cls: type) -> None:
         if any(hasattr(base, "__record__") for base in cls.__mro__[1:]):
@@ -100,6 +100,7 @@ class _Fields:
             if spec.hash or (spec.hash is None and spec.compare):
                 hashed.append(name)
         self.index = frozenset(self.names)
+        self.post_init = "__post_init__" in cls.__dict__  # run last by __init__, as dataclasses do
         self.shown = tuple(shown)
         # the compared and the hashed fields as one tuple each, read in C (sorting compares often)
         self.key, self.hashed = _getter(compared), _getter(hashed)
@@ -136,6 +137,8 @@ def _init(self: Any, *args: Any, **kwargs: Any) -> None:
             state[name] = fields.factories[name]()
         else:
             raise TypeError(f"{type(self).__name__}() missing required argument: '{name}'")
+    if fields.post_init:
+        self.__post_init__()
 
 
 def _repr(self: Any) -> str:
