@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from builder.core import canonical
+from builder.core import canonical, hasher
 from builder.core.errors import InputError
 from builder.core.secret import Secret
 
@@ -50,9 +50,23 @@ def test_digest_form() -> None:
     assert canonical.digest(b"") == (
         "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
     )
-    assert canonical.sha256_hex(b"abc") == (
+    assert hasher.sha256_hex(b"abc") == (
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     )
+
+
+@pytest.mark.parametrize("size", [0, 3, hasher._SMALL - 1, hasher._SMALL, 3 * hasher._SMALL + 5])
+@pytest.mark.parametrize("openssl_loaded", [False, True])
+def test_either_sha256_gives_the_same_digest(
+    monkeypatch: pytest.MonkeyPatch, size: int, openssl_loaded: bool
+) -> None:
+    import hashlib
+    import sys
+
+    if not openssl_loaded:
+        monkeypatch.delitem(sys.modules, "_hashlib", raising=False)
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    assert hasher.sha256_hex(data) == hashlib.sha256(data).hexdigest()
 
 
 @given(json_values)

@@ -6,20 +6,19 @@ equal documents always give the same bytes.
 Encoded by json's C encoder (``_json``), configured as
 ``json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)``
 configures it, without importing ``json`` (which imports ``re``): the host's
-status and login paths use this module. Small inputs are hashed with the
-built-in ``_sha256`` (``hashlib`` loads OpenSSL, which costs more than the
-hash of a manifest); the digests are the same.
+status and login paths use this module. Digests are hashed by
+``builder.core.hasher``, which picks the cheaper sha256 for where it runs.
 """
 
 from __future__ import annotations
 
 from _json import encode_basestring, make_encoder  # CPython's C encoder, what json uses
 
+from builder.core.hasher import sha256_hex
+
 TYPE_CHECKING = False  # typing itself costs the start of every host command
 if TYPE_CHECKING:
     from typing import Any
-
-_SMALL = 64 * 1024  # below this, the built-in sha256 is quicker than loading OpenSSL
 
 
 def _refuse(value: object) -> object:
@@ -41,18 +40,6 @@ def dumps(document: Any) -> bytes:
     text: str
     (text,) = encode(document, 0)  # CPython's C encoder gives the whole text as one chunk
     return text.encode() + b"\n"
-
-
-def sha256_hex(data: bytes) -> str:
-    if len(data) < _SMALL:
-        try:
-            from _sha256 import sha256  # type: ignore[import-not-found]
-        except ImportError:  # pragma: no cover
-            from hashlib import sha256
-    else:
-        from hashlib import sha256
-    hexdigest: str = sha256(data).hexdigest()
-    return hexdigest
 
 
 def digest(data: bytes) -> str:

@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
-from builder.core.canonical import digest, dumps, sha256_hex
+from builder.core.canonical import digest, dumps
 from builder.core.errors import InputError
 from builder.core.fsio import write_atomic
+from builder.core.hasher import sha256_hex
 
 ACCEPTED = "accepted"
 DIVERGED = "diverged"

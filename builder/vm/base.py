@@ -21,8 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.core.canonical import dumps, sha256_hex
+from builder.core.canonical import dumps
 from builder.core.errors import CheckFailed, InputError, ToolMissing
+from builder.core.hasher import sha256_hex
 
 VARIANT = "minbase"
 PACKAGES = ("openssh-server", "python3", "sudo")
