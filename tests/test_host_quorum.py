@@ -485,3 +485,133 @@ def test_activation_failure_names_the_unsafe_folder(image: hostkit.Image) -> Non
     assert [e["details"]["reason"] for e in failed] == [  # type: ignore[index]
         caught.value.message.removeprefix("activation failed: ")
     ]
+
+
+# Every approval of one unseal is checked at once (each signature by its own ssh-keygen):
+# the answers, the order of the audit and what is left behind are those of one at a time.
+
+
+def _children() -> set[str]:
+    return {
+        pid
+        for task in Path("/proc/self/task").iterdir()
+        for pid in (task / "children").read_text().split()
+    }
+
+
+@pytest.fixture
+def temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where this test's temporary folders go, to see that none is left."""
+    import tempfile
+
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def _forged(image: hostkit.Image, req, name: str, signer: str) -> str:  # type: ignore[no-untyped-def]
+    """``signer`` signs an approval in ``name``'s name, with ``name``'s real share."""
+    share = load_approval(hostkit.lib_approve(req, image.approvers[name], T0)).share
+    return hostkit.signed_approval(req, image.approvers[signer], T0, approver=name, share=share)
+
+
+def test_approvals_given_together_count_as_one_at_a_time(image: hostkit.Image, temp: Path) -> None:
+    req = _request(image)
+    before = _children()
+    forged = _forged(image, req, "alice", "bob")
+    bob, alice = (hostkit.lib_approve(req, image.approvers[n], T0) for n in ("bob", "alice"))
+    r = unseal(image.root, T0, req.id, [forged, bob, alice])
+    reason = "approval signature does not verify with the approver's key"
+    assert (r.phase, r.approvals, r.refused) == ("ACTIVE", ("bob", "alice"), (reason,))
+    kinds = [e["event"] for e in audit.read_events(Layout(image.root))]
+    assert kinds[1:4] == ["approval-refused", "approval-accepted", "approval-accepted"]
+    assert _events(image, "approval-refused")[0]["details"] == {
+        "approver": "alice",
+        "reason": reason,
+    }
+    assert list(temp.iterdir()) == [] and _children() <= before
+
+
+def test_a_refused_approval_does_not_count_its_approver(image: hostkit.Image, temp: Path) -> None:
+    # alice's forged approval, then her real one, in one call: the real one counts, as it
+    # would have in a call of its own; after it, a third is "already counted"
+    req = _request(image)
+    forged = _forged(image, req, "alice", "bob")
+    alice = hostkit.lib_approve(req, image.approvers["alice"], T0)
+    again = hostkit.lib_approve(req, image.approvers["alice"], T0 + dt.timedelta(seconds=1))
+    with pytest.raises(CheckFailed) as caught:
+        unseal(image.root, T0, req.id, [forged, alice, again])
+    assert caught.value.message == (
+        "approval refused: approval signature does not verify with the approver's key; "
+        "accepted 1 approval (alice); 1 more needed"
+    )
+    assert [e["details"]["reason"] for e in _events(image, "approval-refused")] == [  # type: ignore[index]
+        "approval signature does not verify with the approver's key",
+        "approver already counted",
+    ]
+    assert load(image.root).pending.approvals == ("alice",)  # type: ignore[union-attr]
+    assert list(temp.iterdir()) == []
+
+
+def test_a_stored_approval_that_no_longer_verifies_stops_the_unseal(
+    image: hostkit.Image, temp: Path
+) -> None:
+    # the approvals folder is the host's, yet each stored approval is checked again: one
+    # rewritten since stops the unseal, and the approvals given with it are not taken
+    req = _request(image)
+    unseal(image.root, T0, req.id, [hostkit.lib_approve(req, image.approvers["alice"], T0)])
+    stored = Layout(image.root).approvals_dir(req.id) / "alice.json"
+    stored.write_bytes(load_approval(_forged(image, req, "alice", "carol")).canonical())
+    before = _children()
+    bob = hostkit.lib_approve(req, image.approvers["bob"], T0)
+    with pytest.raises(CheckFailed) as caught:
+        unseal(image.root, T0, req.id, [bob])
+    assert caught.value.message == (
+        "stored approval of alice no longer verifies "
+        "(approval signature does not verify with the approver's key)"
+    )
+    assert load(image.root).pending.approvals == ("alice",)  # type: ignore[union-attr]
+    assert _events(image, "approval-accepted")[-1]["details"]["approver"] == "alice"  # type: ignore[index]
+    assert hostkit.plaintext_files(image.root) == []
+    assert list(temp.iterdir()) == [] and _children() <= before
+
+
+def test_checks_started_before_one_that_cannot_start_are_stopped(
+    image: hostkit.Image, temp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from builder.core import sshsig
+
+    req = _request(image)
+    alice, bob = (hostkit.lib_approve(req, image.approvers[n], T0) for n in ("alice", "bob"))
+    real = sshsig.Verifying
+    started: list[sshsig.Verifying] = []
+
+    def second_fails(*args: object) -> sshsig.Verifying:
+        if started:
+            raise OSError("no more processes")
+        started.append(real(*args))  # type: ignore[arg-type]
+        return started[0]
+
+    monkeypatch.setattr(sshsig, "Verifying", second_fails)
+    with pytest.raises(OSError):
+        unseal(image.root, T0, req.id, [alice, bob])
+    assert started[0]._proc.returncode is not None
+    assert list(temp.iterdir()) == []
+    assert load(image.root).pending.approvals == ()  # type: ignore[union-attr]
+
+
+def test_slip39_is_loaded_while_the_checks_run_only_when_they_may_meet_the_quorum(
+    image: hostkit.Image, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from builder.host import unseal as unseal_module
+
+    loads: list[None] = []
+    real = unseal_module._load_activation
+    monkeypatch.setattr(unseal_module, "_load_activation", lambda: loads.append(real()))
+    req = _request(image)
+    alice, bob = (hostkit.lib_approve(req, image.approvers[n], T0) for n in ("alice", "bob"))
+    assert unseal(image.root, T0, req.id, [alice]).phase == "PENDING"
+    assert loads == []  # one of two needed: the first approval does not pay for SLIP-39
+    assert unseal(image.root, T0, req.id, [bob]).phase == "ACTIVE"
+    assert loads == [None]

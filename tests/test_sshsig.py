@@ -369,3 +369,82 @@ def test_signing_result_then_cancel_keeps_the_signature(alice: tuple[Path, str])
     signing.cancel()
     assert armored.startswith("-----BEGIN SSH SIGNATURE-----")
     assert sshsig.verify(b"manifest", armored, {"alice": alice[1]}, "breakglass-image") == "alice"
+
+
+def test_verifications_run_at_once_and_each_gives_its_own_answer(
+    alice: tuple[Path, str], mallory: tuple[Path, str], signature: str
+) -> None:
+    # an unseal starts one check per approval before it takes any result
+    theirs = sshsig.sign(DATA, mallory[0], NS)
+    signers = {"alice": alice[1], "mallory": mallory[1]}
+    good = sshsig.start_verify(DATA, signature, signers, NS, identity="alice")
+    forged = sshsig.start_verify(DATA, theirs, signers, NS, identity="alice")
+    changed = sshsig.start_verify(DATA + b"x", theirs, signers, NS, identity="mallory")
+    also = sshsig.start_verify(DATA, theirs, signers, NS, identity="mallory")
+    running = [good, forged, changed, also]
+    assert all(v._proc.pid for v in running)
+    folders = [Path(v._tmp.name) for v in running]
+    assert (folders[0] / "message").read_bytes() == DATA
+    assert good.result() == "alice"
+    with pytest.raises(CheckFailed) as caught:
+        forged.result()
+    assert caught.value.message == "signature does not verify against the trusted keys"
+    with pytest.raises(CheckFailed):
+        changed.result()
+    assert also.result() == "mallory"
+    assert not any(f.exists() for f in folders)  # taken results leave no file behind
+
+
+def test_start_verify_checks_its_inputs_as_verify_does(
+    alice: tuple[Path, str], signature: str
+) -> None:
+    with pytest.raises(CheckFailed):
+        sshsig.start_verify(DATA, signature, {}, NS, identity="alice")
+    with pytest.raises(InputError):
+        sshsig.start_verify(DATA, signature, {"*": alice[1]}, NS, identity="alice")
+    with pytest.raises(InputError):
+        sshsig.start_verify(DATA, signature, {"alice": alice[1]}, NS, identity="al*")
+    with pytest.raises(InputError):
+        sshsig.start_verify(DATA, signature, {"alice": alice[1] + "\nx"}, NS, identity="alice")
+    with pytest.raises(CheckFailed):
+        sshsig.Verifying(DATA, signature, " \n", NS, "alice")
+
+
+def test_cancelled_verification_stops_ssh_keygen_and_leaves_no_files(
+    alice: tuple[Path, str], signature: str
+) -> None:
+    verifying = sshsig.start_verify(DATA, signature, {"alice": alice[1]}, NS, identity="alice")
+    folder = Path(verifying._tmp.name)
+    assert folder.exists()
+    verifying.cancel()
+    assert verifying._proc.returncode is not None
+    assert not folder.exists()
+    verifying.cancel()  # a second cancel has nothing left to stop
+    taken = sshsig.start_verify(DATA, signature, {"alice": alice[1]}, NS, identity="alice")
+    assert taken.result() == "alice"
+    taken.cancel()  # after the result: nothing to stop, and no error
+    assert taken._proc.returncode == 0
+
+
+_VERIFY_WITH_PIPED_STDIN = """
+import sys
+from builder.core import sshsig
+signature, key = open(sys.argv[1]).read(), open(sys.argv[2]).read()
+verifying = sshsig.start_verify(b"signed", signature, {"alice": key}, "file", identity="alice")
+print(verifying.result())
+print(repr(sys.stdin.buffer.read()))
+"""
+
+
+def test_verification_never_reads_our_stdin(alice: tuple[Path, str], tmp_path: Path) -> None:
+    # the message reaches ssh-keygen from a file of the check's own: a request piped to us
+    # is neither taken as the message (which would fail the check) nor swallowed
+    (tmp_path / "sig").write_text(sshsig.sign(b"signed", alice[0], "file"))
+    (tmp_path / "key").write_text(alice[1])
+    child = subprocess.run(
+        [sys.executable, "-c", _VERIFY_WITH_PIPED_STDIN, str(tmp_path / "sig"),
+         str(tmp_path / "key")],
+        input=b"not what was signed\n", capture_output=True, timeout=60, check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    assert child.stdout.decode().splitlines() == ["alice", repr(b"not what was signed\n")]

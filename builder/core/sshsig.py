@@ -113,6 +113,20 @@ def verify(
     whose key made the signature. Raises CheckFailed when it does not verify.
     An empty ``signers`` is an error: verification fails closed.
     """
+    allowed = _allowed_signers(signers, namespace, identity)
+    return verify_allowed_signers(data, signature, allowed, namespace, identity=identity)
+
+
+def start_verify(
+    data: bytes, signature: str, signers: Mapping[str, str], namespace: str, *, identity: str
+) -> Verifying:
+    """Start checking, as ``verify`` does, that ``identity`` signed ``data``; the caller goes
+    on with other work (another check, say) and takes ``.result()``, or ``.cancel()``s."""
+    return Verifying(data, signature, _allowed_signers(signers, namespace, identity), namespace,
+                     identity)  # fmt: skip
+
+
+def _allowed_signers(signers: Mapping[str, str], namespace: str, identity: str | None) -> str:
     if not signers:
         raise CheckFailed("no trusted signers given; refusing to verify")
     # allowed_signers treats principals as patterns and each line as options + key: a
@@ -124,11 +138,10 @@ def verify(
         _check_word("signer name", principal)
         if not _KEY_LINE.fullmatch(key.strip()):
             raise InputError(f"trusted key of {principal} is not one ssh public key line")
-    allowed = "".join(
+    return "".join(
         f'{principal} namespaces="{namespace}" {key.strip()}\n'
         for principal, key in signers.items()
     )
-    return verify_allowed_signers(data, signature, allowed, namespace, identity=identity)
 
 
 def verify_allowed_signers(
@@ -140,16 +153,13 @@ def verify_allowed_signers(
     identity: str | None = None,
 ) -> str:
     """Like ``verify`` but with an OpenSSH ``allowed_signers`` file's text."""
+    if identity:
+        return Verifying(data, signature, allowed_signers, namespace, identity).result()
     if not allowed_signers.strip():
         raise CheckFailed("the allowed signers list is empty; refusing to verify")
     with tempfile.TemporaryDirectory(prefix="breakglass-verify-") as tmp:
-        allowed_path = Path(tmp) / "allowed_signers"
-        allowed_path.write_bytes(allowed_signers.encode())
-        sig_path = Path(tmp) / "sig"
-        # a lone surrogate (text read with surrogateescape) becomes "?": it fails to parse
-        sig_path.write_bytes(signature.encode(errors="replace"))
-        principals = [identity] if identity else _principals(allowed_path, sig_path)
-        for principal in principals:
+        allowed_path, sig_path = _write_inputs(Path(tmp), allowed_signers, signature)
+        for principal in _principals(allowed_path, sig_path):
             proc = _keygen(
                 "-Y", "verify", "-f", str(allowed_path), "-I", principal,
                 "-n", namespace, "-s", str(sig_path),
@@ -158,6 +168,62 @@ def verify_allowed_signers(
             if proc.returncode == 0:
                 return principal
     raise CheckFailed("signature does not verify against the trusted keys")
+
+
+class Verifying:
+    """``ssh-keygen -Y verify`` of one signer running: several run at once (an unseal checks
+    each approval's signature so). Take ``result()`` (the principal, or CheckFailed as
+    ``verify`` raises it) once, or ``cancel()``; either leaves no process or file behind."""
+
+    def __init__(
+        self, data: bytes, signature: str, allowed_signers: str, namespace: str, identity: str
+    ) -> None:
+        if not allowed_signers.strip():
+            raise CheckFailed("the allowed signers list is empty; refusing to verify")
+        self.identity = identity
+        self._tmp = tempfile.TemporaryDirectory(prefix="breakglass-verify-")
+        try:
+            folder = Path(self._tmp.name)
+            allowed_path, sig_path = _write_inputs(folder, allowed_signers, signature)
+            message = folder / "message"
+            message.write_bytes(data)
+            # the message from a file, never our own stdin (see ``_keygen``), and never a pipe
+            # this process must fill while the other checks wait
+            with message.open("rb") as stdin:
+                self._proc = subprocess.Popen(
+                    [
+                        _ssh_keygen(), "-Y", "verify", "-f", str(allowed_path), "-I", identity,
+                        "-n", namespace, "-s", str(sig_path),
+                    ],
+                    stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+        except BaseException:
+            self._tmp.cleanup()
+            raise
+
+    def result(self) -> str:
+        try:
+            if self._proc.wait() != 0:
+                raise CheckFailed("signature does not verify against the trusted keys")
+            return self.identity
+        finally:
+            self._tmp.cleanup()
+
+    def cancel(self) -> None:
+        """Stop, for a caller that will not take the result."""
+        if self._proc.returncode is None:  # not yet waited for by ``result()``
+            self._proc.kill()  # Popen sends nothing to a process that has exited
+            self._proc.wait()
+        self._tmp.cleanup()
+
+
+def _write_inputs(folder: Path, allowed_signers: str, signature: str) -> tuple[Path, Path]:
+    allowed_path = folder / "allowed_signers"
+    allowed_path.write_bytes(allowed_signers.encode())
+    sig_path = folder / "sig"
+    # a lone surrogate (text read with surrogateescape) becomes "?": it fails to parse
+    sig_path.write_bytes(signature.encode(errors="replace"))
+    return allowed_path, sig_path
 
 
 def _check_word(what: str, text: str) -> None:

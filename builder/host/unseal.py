@@ -24,7 +24,6 @@ from typing import Any
 from builder.approval import quorum
 from builder.approval.request import Approval, UnsealRequest, format_time, load_approval
 from builder.core import agecrypt, sshsig
-from builder.core import shares as share_layer
 from builder.core.canonical import dumps
 from builder.core.errors import BreakglassError, CheckFailed, InputError, StateError
 from builder.core.secret import Secret
@@ -56,10 +55,50 @@ class _Refused(Exception):
         self.reason = reason
 
 
-def _check(
-    approval: Approval, request: UnsealRequest, image: HostImage, identity: list[Any], now: datetime
-) -> Secret:
-    """Verify one approval against its request; return the decrypted share or raise _Refused."""
+class _Check:
+    """One approval's checks under way: the ones on its fields done, its signature being
+    verified by ``ssh-keygen`` in a process of its own, so that every approval of one
+    unseal is checked at once; ``finish`` gives the decrypted share or raises _Refused."""
+
+    def __init__(
+        self, approval: Approval, request: UnsealRequest, image: HostImage, now: datetime
+    ) -> None:
+        self.approval = approval
+        self._verifying: sshsig.Verifying | None = None
+        self._failed: _Refused | InputError | None = None
+        try:
+            key = _approver_key(approval, request, image, now)
+            self._verifying = sshsig.start_verify(
+                approval.signed_bytes(), approval.signature, {approval.approver: key},
+                sshsig.APPROVAL_NAMESPACE, identity=approval.approver,
+            )  # fmt: skip
+        except (_Refused, InputError) as e:
+            self._failed = e
+
+    def finish(self, identity: list[Any]) -> Secret:
+        if self._failed is not None:
+            raise self._failed
+        assert self._verifying is not None
+        try:
+            self._verifying.result()
+        except CheckFailed:
+            raise _Refused("approval signature does not verify with the approver's key") from None
+        try:
+            return agecrypt.decrypt(self.approval.share, identity, what="the approval's share")
+        except InputError:
+            raise _Refused("approval share does not decrypt with the request's identity") from None
+
+    def cancel(self) -> None:
+        """Stop the signature check, if ``finish`` did not take it (harmless after it)."""
+        if self._verifying is not None:
+            self._verifying.cancel()
+
+
+def _approver_key(
+    approval: Approval, request: UnsealRequest, image: HostImage, now: datetime
+) -> str:
+    """The checks of one approval's fields against its request: the signing key of its
+    approver, or _Refused."""
     if approval.request_id != request.id:
         raise _Refused("approval is for another request")
     if approval.request_digest != request.digest:
@@ -79,17 +118,29 @@ def _check(
     # trusted: the approval's own signed expiry is checked here as well
     if now > approval.not_after:
         raise _Refused("approval has expired")
+    return approver.signing_key
+
+
+def _start(
+    approvals: list[Approval], request: UnsealRequest, image: HostImage, now: datetime
+) -> list[_Check]:
+    """Every approval's check started at once (``ssh-keygen`` verifies each in its own
+    process); if one cannot start, those started before it are stopped."""
+    checks: list[_Check] = []
     try:
-        sshsig.verify(
-            approval.signed_bytes(), approval.signature, {approval.approver: approver.signing_key},
-            sshsig.APPROVAL_NAMESPACE, identity=approval.approver,
-        )  # fmt: skip
-    except CheckFailed:
-        raise _Refused("approval signature does not verify with the approver's key") from None
-    try:
-        return agecrypt.decrypt(approval.share, identity, what="the approval's share")
-    except InputError:
-        raise _Refused("approval share does not decrypt with the request's identity") from None
+        for approval in approvals:
+            checks.append(_Check(approval, request, image, now))
+    except BaseException:
+        for check in checks:
+            check.cancel()
+        raise
+    return checks
+
+
+def _load_activation() -> None:
+    """Import SLIP-39 (pure Python, tens of milliseconds) while the signature checks run in
+    their own processes; activation combines the shares with it."""
+    from builder.core import shares  # noqa: F401
 
 
 def unseal(root: Path, now: datetime, request_id: str, sources: list[str]) -> UnsealResult:
@@ -113,44 +164,68 @@ def unseal(root: Path, now: datetime, request_id: str, sources: list[str]) -> Un
         image = load_image(layout)
         request = UnsealRequest.from_dict(_json(layout.request_file(request_id)))
         identity = agecrypt.load_identities(layout.ephemeral_identity(request_id))
-        accepted: dict[str, Secret] = {}
-        for name in p.approvals:
-            stored = Approval.from_dict(_json(layout.approvals_dir(request_id) / f"{name}.json"))
-            try:
-                accepted[name] = _check(stored, request, image, identity, now)
-            except _Refused as e:
-                raise CheckFailed(
-                    f"stored approval of {name} no longer verifies ({e.reason})"
-                ) from None
-        refused: list[str] = []
+        stored = [
+            Approval.from_dict(_json(layout.approvals_dir(request_id) / f"{name}.json"))
+            for name in p.approvals
+        ]
+        incoming: list[Approval | InputError] = []
         for source in sources:
-            reason, approval = None, None
             try:
-                approval = load_approval(source)
-                if approval.approver in accepted:
-                    raise _Refused("approver already counted")
-                accepted[approval.approver] = _check(approval, request, image, identity, now)
-            except (_Refused, InputError) as e:
-                reason = (
-                    e.reason if isinstance(e, _Refused) else f"malformed approval ({e.message})"
+                incoming.append(load_approval(source))
+            except InputError as e:
+                incoming.append(e)
+        arriving = [a for a in incoming if isinstance(a, Approval)]
+        checks = _start([*stored, *arriving], request, image, now)
+        try:
+            if quorum.met(request.group_threshold, request.groups,
+                          {*p.approvals, *(a.approver for a in arriving)}):  # fmt: skip
+                _load_activation()
+            accepted: dict[str, Secret] = {}
+            for check in checks[: len(stored)]:
+                try:
+                    accepted[check.approval.approver] = check.finish(identity)
+                except _Refused as e:
+                    raise CheckFailed(
+                        f"stored approval of {check.approval.approver} no longer verifies "
+                        f"({e.reason})"
+                    ) from None
+            arrived = iter(checks[len(stored) :])
+            refused: list[str] = []
+            for loaded in incoming:
+                reason, approval = None, None
+                try:
+                    if isinstance(loaded, InputError):
+                        raise loaded
+                    check = next(arrived)
+                    approval = check.approval
+                    if approval.approver in accepted:
+                        raise _Refused("approver already counted")
+                    accepted[approval.approver] = check.finish(identity)
+                except (_Refused, InputError) as e:
+                    reason = (
+                        e.reason if isinstance(e, _Refused) else f"malformed approval ({e.message})"
+                    )
+                who = approval.approver if approval else None
+                if reason is not None:
+                    refused.append(reason)
+                    audit.append(layout, now, "approval-refused", request_id=request_id,
+                                 scope=p.scope, details={"approver": who, "reason": reason})  # fmt: skip
+                    continue
+                assert approval is not None
+                store_approval(layout, request_id, approval)
+                current = replace(
+                    current, pending=replace(p, approvals=(*p.approvals, approval.approver))
                 )
-            who = approval.approver if approval else None
-            if reason is not None:
-                refused.append(reason)
-                audit.append(layout, now, "approval-refused", request_id=request_id, scope=p.scope,
-                             details={"approver": who, "reason": reason})  # fmt: skip
-                continue
-            assert approval is not None
-            store_approval(layout, request_id, approval)
-            current = replace(
-                current, pending=replace(p, approvals=(*p.approvals, approval.approver))
-            )
-            p = current.pending
-            assert p is not None
-            state.save(root, current)
-            audit.append(layout, now, "approval-accepted", request_id=request_id, scope=p.scope,
-                         details={"approver": approval.approver, "approval_digest": approval.digest,
-                                  "count": len(p.approvals), "needed": p.needed})  # fmt: skip
+                p = current.pending
+                assert p is not None
+                state.save(root, current)
+                audit.append(layout, now, "approval-accepted", request_id=request_id,
+                             scope=p.scope, details={"approver": approval.approver,
+                             "approval_digest": approval.digest, "count": len(p.approvals),
+                             "needed": p.needed})  # fmt: skip
+        finally:
+            for check in checks:
+                check.cancel()
         if not quorum.met(request.group_threshold, request.groups, set(accepted)):
             if refused and p.approvals:
                 # what was kept counts: say so, or a partial success reads as a plain failure
@@ -206,6 +281,8 @@ def _activate(
     scope = image.scope(request.scope)
     approvers = sorted(current.pending.approvals) if current.pending else []
     try:
+        from builder.core import shares as share_layer
+
         unseal_identity = agecrypt.identity_from_secret(share_layer.combine(shares))
         if agecrypt.public_of(unseal_identity) != scope.unseal_recipient:
             raise CheckFailed("the combined shares do not give this scope's unseal key")
