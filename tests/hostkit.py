@@ -250,10 +250,9 @@ def signed_approval(
     holds none), ``fields`` replace any other field before signing. This is
     what a dishonest or patched approver's tool can produce.
     """
-    from dataclasses import replace
-
     from builder.approval.request import Approval, UnsealRequest
     from builder.core import sshsig
+    from builder.core.record import replace
 
     assert isinstance(request, UnsealRequest)
     name = approver or signer.name
@@ -271,6 +270,6 @@ def signed_approval(
         share=share,
         signature="",
     )
-    unsigned = replace(unsigned, **fields)  # type: ignore[arg-type]
+    unsigned = replace(unsigned, **fields)
     signature = sshsig.sign(unsigned.signed_bytes(), signer.signing_key, sshsig.APPROVAL_NAMESPACE)
     return replace(unsigned, signature=signature).armored()

@@ -8,13 +8,13 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from builder.core.canonical import dumps
+from builder.core.record import replace
 from builder.drill import agent
 from builder.drill.standins import IdentityProvider, ProtectedService
 from builder.host import state

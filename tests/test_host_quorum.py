@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 from pathlib import Path
@@ -13,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from builder.approval.request import APPROVAL_ARMOR, Approval, load_approval
 from builder.core.errors import CheckFailed, InputError, StateError
+from builder.core.record import replace
 from builder.host import audit
 from builder.host.layout import Layout
 from builder.host.request import open_request
@@ -121,7 +121,7 @@ def test_expired_request_and_approval_are_refused(image: hostkit.Image) -> None:
 
 def test_approval_with_shortened_expiry_is_refused(image: hostkit.Image) -> None:
     req = _request(image)
-    short = dataclasses.replace(req, not_after=T0 + dt.timedelta(seconds=10))
+    short = replace(req, not_after=T0 + dt.timedelta(seconds=10))
     a = hostkit.lib_approve(
         short, image.approvers["alice"], T0
     )  # signed, but for a different window

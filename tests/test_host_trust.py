@@ -13,7 +13,6 @@ import os
 import stat
 import subprocess
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ import pytest
 from builder.approval.request import UnsealRequest
 from builder.core.canonical import dumps
 from builder.core.errors import CheckFailed, StateError
+from builder.core.record import replace
 from builder.host import audit, clock, grant, wipe
 from builder.host.authorized_keys import fast_main
 from builder.host.layout import Layout

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from builder.core.record import FrozenInstanceError, field, record
+from builder.core.record import FrozenInstanceError, field, record, replace
 
 
 @record
@@ -186,3 +186,36 @@ def test_post_init_runs_after_the_fields_are_set() -> None:
     with pytest.raises(ValueError, match="payload path must be relative"):
         PayloadFile(path="a/../../b", data=b"")
     assert PayloadFile("etc/motd", b"hi").path == "etc/motd"
+
+
+@pytest.mark.parametrize(("args", "kwargs"), CALLS)
+def test_replace_copies_with_changes_as_dataclasses_replace_does(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    ours, theirs = _both(args, kwargs)
+    changes: dict[str, Any] = {"label": "moved", "tags": ("u",)}
+    changed = replace(ours, **changes)
+    expected = dataclasses.replace(theirs, **changes)
+    assert repr(changed) == repr(expected).replace("DataPoint", "Point")
+    assert vars(changed) == vars(expected)
+    assert (changed.x, changed.secret, changed.note) == (ours.x, ours.secret, ours.note)
+    assert changed.weight is ours.weight  # a field not changed is the same object, as there
+    assert replace(ours) == ours and replace(ours) is not ours
+    assert vars(ours) == vars(theirs)  # the value replaced is left as it was
+
+
+def test_replace_refuses_what_dataclasses_replace_refuses() -> None:
+    with pytest.raises(TypeError, match="unexpected keyword argument 'colour'"):
+        replace(Point(1), colour="red")
+    with pytest.raises(TypeError, match="takes a record, not DataPoint"):
+        replace(DataPoint(1), x=2)
+    with pytest.raises(TypeError, match="takes a record, not int"):
+        replace(1)
+
+
+def test_replace_runs_post_init() -> None:
+    from builder.core.payload import PayloadFile
+
+    with pytest.raises(ValueError, match="payload path must be relative"):
+        replace(PayloadFile("etc/motd", b"hi"), path="/etc/shadow")
+    assert replace(PayloadFile("etc/motd", b"hi"), data=b"yo").data == b"yo"

@@ -10,7 +10,6 @@ that keys held by ssh-agent or on FIDO hardware work.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from builder.core import agecrypt, sshsig
 from builder.core.display import escape
 from builder.core.duration import format_seconds
 from builder.core.errors import CheckFailed, InputError
+from builder.core.record import replace
 
 
 def summary(request: UnsealRequest) -> list[tuple[str, str]]:

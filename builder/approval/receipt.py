@@ -14,7 +14,6 @@ not). What remains is in ``docs/threat-model.md``.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from builder.approval.request import Approval, UnsealRequest, format_time, parse
 from builder.core import bounded
 from builder.core.canonical import dumps
 from builder.core.errors import InputError
+from builder.core.record import record
 
 FORMAT = "breakglass-receipt/1"
 FIELDS = {
@@ -37,7 +37,7 @@ def default_dir() -> Path:
     return Path(base) / "breakglass" / "receipts"
 
 
-@dataclass(frozen=True)
+@record
 class Receipt:
     """One approval as its approver recorded it; parsed means valid."""
 
@@ -146,7 +146,7 @@ def activated_requests(log: Path) -> set[str]:
     return found
 
 
-@dataclass(frozen=True)
+@record
 class Ceremony:
     """An approved request, as receipts and audit logs tell it.
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from builder.approval.quorum import Group
 from builder.core import bounded
 from builder.core.canonical import digest, dumps
 from builder.core.errors import InputError
+from builder.core.record import record
 from builder.core.utctime import canonical_time
 from builder.core.utctime import format_time as format_time  # re-exported: host and approver use it
 
@@ -80,7 +80,7 @@ def _name(doc: dict[str, Any], key: str, what: str) -> str:
     return value
 
 
-@dataclass(frozen=True)
+@record
 class ImageRef:
     """Which image a request is for: name, version and the digest of its manifest."""
 
@@ -121,7 +121,7 @@ def group_from_dict(doc: object, what: str) -> Group:
     return group
 
 
-@dataclass(frozen=True)
+@record
 class UnsealRequest:
     """A host's request to unseal one scope for ``ttl_seconds``; parsed means valid."""
 
@@ -216,7 +216,7 @@ class UnsealRequest:
         return REQUEST_ARMOR + _b64(self.canonical())
 
 
-@dataclass(frozen=True)
+@record
 class Approval:
     """One approver's signed consent to one request, carrying their re-encrypted share."""
 

@@ -216,3 +216,12 @@ def record(cls: type[T] | None = None, /, *, order: bool = False) -> Any:
     if cls is None:
         return lambda cls: _build(cls, order)
     return _build(cls, order)
+
+
+def replace(value: T, /, **changes: Any) -> T:
+    """A copy of the record ``value`` with ``changes`` to its fields, as
+    ``dataclasses.replace`` makes one: through ``__init__``, so ``__post_init__`` checks it."""
+    fields = getattr(type(value), "__record__", None)
+    if not isinstance(fields, _Fields):
+        raise TypeError(f"replace() takes a record, not {type(value).__name__}")
+    return type(value)(**{**{name: getattr(value, name) for name in fields.names}, **changes})

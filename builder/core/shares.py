@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import shamir_mnemonic
 
 from builder.core.errors import InputError
+from builder.core.record import record
 from builder.core.secret import Secret
 
 
-@dataclass(frozen=True)
+@record
 class GroupShape:
     """One group of shares: ``threshold`` of ``count`` members must take part."""
 

@@ -150,7 +150,7 @@ def _recover(layout: Layout, current: HostState, now: datetime) -> HostState:
 
 
 def _burn(current: HostState, scope: str, request_id: str) -> HostState:
-    from dataclasses import replace
+    from builder.core.record import replace
 
     return replace(current, burned={**current.burned, scope: request_id})
 

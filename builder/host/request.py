@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from builder.approval.request import ImageRef, UnsealRequest, format_time
 from builder.core import agecrypt
 from builder.core.duration import format_seconds
 from builder.core.errors import InputError, StateError
+from builder.core.record import replace
 from builder.host import audit, safepath, state, wipe
 from builder.host.expire import session
 from builder.host.image import load_image, load_sealed_scope

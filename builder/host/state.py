@@ -28,10 +28,11 @@ import contextlib
 import fcntl
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from builder.core.record import field, record, replace
 
 DORMANT = "DORMANT"
 PENDING = "PENDING"
@@ -39,7 +40,7 @@ ACTIVE = "ACTIVE"
 STATE_FORMAT = "breakglass-host-state/1"
 
 
-@dataclass(frozen=True)
+@record
 class Pending:
     """The pending request as the state file holds it."""  # (a docstring spares inspect.signature)
 
@@ -52,7 +53,7 @@ class Pending:
     approvals: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@record
 class Active:
     """The open window as the state file (and the activation grant) hold it."""
 
@@ -79,7 +80,7 @@ class Active:
         }
 
 
-@dataclass(frozen=True)
+@record
 class HostState:
     """What ``state.json`` says; exactly one of pending/active is set unless DORMANT."""
 

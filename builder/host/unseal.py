@@ -16,7 +16,6 @@ ACTIVE, scope burned -> audit ``activated`` -> optional ``on_activate`` hook.
 from __future__ import annotations
 
 import subprocess
-from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from builder.approval.request import Approval, UnsealRequest, format_time, load_
 from builder.core import agecrypt, sshsig
 from builder.core.canonical import dumps
 from builder.core.errors import BreakglassError, CheckFailed, InputError, StateError
+from builder.core.record import record, replace
 from builder.core.secret import Secret
 from builder.host import audit, clock, safepath, schedule, state, wipe
 from builder.host.expire import session
@@ -36,7 +36,7 @@ from builder.host.state import ACTIVE, PENDING, Active, HostState
 HOOK_TIMEOUT_SECONDS = 10
 
 
-@dataclass(frozen=True)
+@record
 class UnsealResult:
     """What one ``host unseal`` did: the phase after it, the approvals counted, what was refused."""
 
