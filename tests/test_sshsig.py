@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from builder.core import sshsig
-from builder.core.errors import CheckFailed, InputError
+from builder.core.errors import CheckFailed, InputError, ToolMissing
 from tests.conftest import require_tool
 
 DATA = b'{"image":"breakglass-base","version":"1.2.3"}\n'
@@ -355,7 +355,7 @@ def test_sign_failure_reports_the_reason_not_the_progress(
 def test_cancelled_signing_stops_ssh_keygen_and_leaves_no_files(alice: tuple[Path, str]) -> None:
     # a build that fails after starting to sign cancels: no ssh-keygen left, no message on disk
     signing = sshsig.start_sign(b"manifest", alice[0], "breakglass-image")
-    folder = Path(signing._tmp.name)
+    folder = signing._tmp.path
     assert (folder / "message").read_bytes() == b"manifest"
     signing.cancel()
     assert signing._proc.returncode is not None
@@ -383,7 +383,7 @@ def test_verifications_run_at_once_and_each_gives_its_own_answer(
     also = sshsig.start_verify(DATA, theirs, signers, NS, identity="mallory")
     running = [good, forged, changed, also]
     assert all(v._proc.pid for v in running)
-    folders = [Path(v._tmp.name) for v in running]
+    folders = [v._tmp.path for v in running]
     assert (folders[0] / "message").read_bytes() == DATA
     assert good.result() == "alice"
     with pytest.raises(CheckFailed) as caught:
@@ -414,7 +414,7 @@ def test_cancelled_verification_stops_ssh_keygen_and_leaves_no_files(
     alice: tuple[Path, str], signature: str
 ) -> None:
     verifying = sshsig.start_verify(DATA, signature, {"alice": alice[1]}, NS, identity="alice")
-    folder = Path(verifying._tmp.name)
+    folder = verifying._tmp.path
     assert folder.exists()
     verifying.cancel()
     assert verifying._proc.returncode is not None
@@ -448,3 +448,47 @@ def test_verification_never_reads_our_stdin(alice: tuple[Path, str], tmp_path: P
         cwd=Path(__file__).resolve().parent.parent,
     )  # fmt: skip
     assert child.stdout.decode().splitlines() == ["alice", repr(b"not what was signed\n")]
+
+
+def test_ssh_keygen_is_found_on_path_as_shutil_which_finds_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    real = require_tool("ssh-keygen")
+    plain, folder = tmp_path / "plain", tmp_path / "folder"
+    plain.mkdir()
+    (plain / "ssh-keygen").write_text("not executable")
+    (folder / "ssh-keygen").mkdir(parents=True)  # a folder of that name is not a program
+    path = os.pathsep.join(["", str(plain), str(folder), str(Path(real).parent)])
+    monkeypatch.setenv("PATH", path)
+    assert sshsig._ssh_keygen() == real == shutil.which("ssh-keygen")
+    monkeypatch.setenv("PATH", os.pathsep.join([str(plain), str(folder)]))
+    with pytest.raises(ToolMissing) as caught:
+        sshsig._ssh_keygen()
+    assert caught.value.message == "ssh-keygen is not installed"
+    assert caught.value.hint == "apt-get install openssh-client"
+
+
+def test_scratch_folders_are_private_new_and_removed_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    names = iter([b"\0" * 8, b"\0" * 8, b"\1" * 8])
+    monkeypatch.setattr(os, "urandom", lambda n: next(names))
+    first, second = sshsig._Scratch("x-"), sshsig._Scratch("x-")
+    assert (first.path, second.path) == (tmp_path / f"x-{'00' * 8}", tmp_path / f"x-{'01' * 8}")
+    assert first.path.stat().st_mode & 0o777 == 0o700
+    (first.path / "message").write_bytes(b"m")
+    (first.path / "message.sig").write_bytes(b"s")
+    first.cleanup()
+    assert not first.path.exists() and second.path.is_dir()
+    first.cleanup()  # again: nothing left to remove
+    monkeypatch.setattr(os, "urandom", lambda n: b"\1" * 8)
+    with pytest.raises(FileExistsError):
+        sshsig._Scratch("x-")  # every name taken: it gives up rather than share a folder
+    monkeypatch.delenv("TMPDIR")
+    monkeypatch.setattr(os, "urandom", lambda n: b"\2" * 8)
+    default = sshsig._Scratch("breakglass-test-")
+    assert default.path.parent == Path("/tmp")
+    default.cleanup()

@@ -16,13 +16,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import subprocess
 import time
 from datetime import datetime
 from pathlib import Path
 
 from builder.core.errors import StateError
+from builder.core.toolpath import which
 from builder.host import audit, sessions
 from builder.host.layout import Layout
 
@@ -52,7 +52,7 @@ def reseal_at(
         return {"skipped": "not the running system (--root)"}
     if not Path("/run/systemd/system").is_dir():
         return {"skipped": "systemd is not running"}
-    systemd_run = shutil.which("systemd-run")
+    systemd_run = which("systemd-run")
     if systemd_run is None:
         return {"skipped": "systemd-run is not installed"}
     delay = max(0.0, expires_at.timestamp() - time.time())
@@ -62,7 +62,7 @@ def reseal_at(
         f"--on-active={delay:.3f}s", "--timer-property=AccuracySec=1ms",
         "--property=Type=oneshot",
     ]  # fmt: skip
-    pkill = shutil.which("pkill")
+    pkill = which("pkill")
     if user is not None and pkill and _USER.fullmatch(user):
         argv.append(f"--property=ExecStartPre=-{pkill} -KILL -u {user}")
     argv += TICK

@@ -12,14 +12,13 @@ and nothing audited.
 from __future__ import annotations
 
 import contextlib
-import json
-import shutil
 import subprocess
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from builder.core.errors import StateError
+from builder.core.toolpath import which
 from builder.host import audit
 from builder.host.layout import Layout
 from builder.host.state import HostState
@@ -29,6 +28,8 @@ def emergency_user(layout: Layout, scope: str | None) -> str | None:
     """The scope's ``emergency_user`` from the image manifest, or None."""
     if scope is None:
         return None
+    import json  # here, not at import: unseal loads this module and never calls it
+
     try:
         doc = json.loads(layout.manifest.read_bytes())
         for s in doc.get("scopes", []):
@@ -66,14 +67,14 @@ def end_for(layout: Layout, now: datetime, closed: HostState) -> None:
 
 def _kill(user: str) -> list[str]:
     done = []
-    loginctl = shutil.which("loginctl")
+    loginctl = which("loginctl")
     if loginctl and Path("/run/systemd/system").is_dir():
         proc = subprocess.run(
             [loginctl, "terminate-user", user], capture_output=True, timeout=10, check=False
         )
         if proc.returncode == 0:
             done.append("loginctl terminate-user")
-    pkill = shutil.which("pkill")
+    pkill = which("pkill")
     if pkill:
         proc = subprocess.run(
             [pkill, "-KILL", "-u", user], capture_output=True, timeout=10, check=False
