@@ -262,6 +262,9 @@ def test_verification_prints_nothing(
     assert sshsig.verify(DATA, signature, signers, NS, identity="alice") == "alice"
     with pytest.raises(CheckFailed):
         sshsig.verify(DATA, signature, signers, NS, identity="mallory")
+    # data that is not what was signed: ssh-keygen says so on its stderr, which is not ours
+    with pytest.raises(CheckFailed):
+        sshsig.verify(DATA + b"x", signature, signers, NS, identity="alice")
     assert capfd.readouterr() == ("", "")
 
 
