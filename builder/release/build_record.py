@@ -118,8 +118,9 @@ def public_key(path: Path) -> tuple[str, str] | None:
             blob = binascii.a2b_base64(blob_b64)
         else:
             lines = text.strip().splitlines()
-            if lines[0] != b"-----BEGIN OPENSSH PRIVATE KEY-----":
+            if not lines[0].startswith(b"-----BEGIN "):
                 return None
+            # the format is told by the armored body's magic, not by the armor's words
             data = binascii.a2b_base64(b"".join(lines[1:-1]))
             magic = b"openssh-key-v1\0"
             if not data.startswith(magic):
